@@ -1,0 +1,342 @@
+/* The context: device choice, arenas, persistent memory, tensor allocation and copies. */
+#include "context.h"
+
+#include <ctype.h>
+#include <omp.h>
+
+#include "cuda_api.h"
+#include "tape.h"
+
+/* ------------------------------------------------------------------ arenas */
+
+struct ArenaBlock {
+  ArenaBlock *next;
+  char *base;
+  size_t size, used;
+};
+
+static void *raw_alloc(DevKind dev, size_t bytes) {
+#if MCM_CUDA
+  if (dev == DEV_CUDA) return cuda_alloc(bytes);
+#endif
+  MCM_CHECK(dev == DEV_CPU, "CUDA memory requested in a CPU-only build");
+  void *p = aligned_alloc(256, (bytes + 255) & ~(size_t)255);
+  MCM_CHECK(p, "out of host memory allocating %zu bytes", bytes);
+  return p;
+}
+
+static void raw_free(DevKind dev, void *p) {
+#if MCM_CUDA
+  if (dev == DEV_CUDA) {
+    cuda_free(p);
+    return;
+  }
+#endif
+  free(p);
+}
+
+static void arena_init(Arena *a, DevKind dev, size_t min_block) {
+  memset(a, 0, sizeof *a);
+  a->dev = dev;
+  a->min_block = min_block;
+}
+
+static void arena_free_blocks(Arena *a) {
+  for (ArenaBlock *b = a->blocks, *next; b; b = next) {
+    next = b->next;
+    raw_free(a->dev, b->base);
+    free(b);
+  }
+  a->blocks = NULL;
+}
+
+static void *arena_alloc(Arena *a, size_t bytes, size_t align) {
+  bytes = (bytes + align - 1) & ~(align - 1);
+  if (bytes == 0) bytes = align;
+  ArenaBlock *b = a->blocks;
+  size_t start = b ? (b->used + align - 1) & ~(align - 1) : 0;
+  if (!b || start + bytes > b->size) {
+    size_t size = bytes > a->min_block ? bytes : a->min_block;
+    b = CALLOC_CHECK(1, sizeof *b);
+    b->base = raw_alloc(a->dev, size);
+    b->size = size;
+    b->next = a->blocks;
+    a->blocks = b;
+    start = 0;
+  }
+  b->used = start + bytes;
+  a->used += bytes;
+  if (a->used > a->high_water) a->high_water = a->used;
+  return b->base + start;
+}
+
+/* Frees everything handed out. Several blocks fold into one of the high-water size, so the
+ * next step of the same shape fits in a single block. */
+static void arena_reset(Arena *a) {
+  if (a->blocks && a->blocks->next) {
+    arena_free_blocks(a);
+    size_t size = a->high_water + a->high_water / 8;
+    if (size < a->min_block) size = a->min_block;
+    ArenaBlock *b = CALLOC_CHECK(1, sizeof *b);
+    b->base = raw_alloc(a->dev, size);
+    b->size = size;
+    a->blocks = b;
+  }
+  if (a->blocks) a->blocks->used = 0;
+  a->used = 0;
+}
+
+void *ctx_alloc_act(Ctx *ctx, size_t bytes) { return arena_alloc(&ctx->act, bytes, 256); }
+
+void *ctx_alloc_host(Ctx *ctx, size_t bytes) {
+  void *p = arena_alloc(&ctx->host, bytes, 16);
+  memset(p, 0, bytes);
+  return p;
+}
+
+void ctx_step_reset(Ctx *ctx) {
+  tape_clear(ctx);
+  arena_reset(&ctx->act);
+  arena_reset(&ctx->host);
+}
+
+/* ------------------------------------------------------------------ persistent memory */
+
+static void push_ptr(void ***list, int *n, int *cap, void *p) {
+  if (*n == *cap) {
+    *cap = *cap ? 2 * *cap : 64;
+    *list = REALLOC_CHECK(*list, (size_t)*cap * sizeof **list);
+  }
+  (*list)[(*n)++] = p;
+}
+
+void *ctx_alloc_persistent(Ctx *ctx, size_t bytes) {
+  void *p = raw_alloc(ctx->dev, bytes ? bytes : 1);
+  push_ptr(&ctx->persistent, &ctx->n_persistent, &ctx->cap_persistent, p);
+  return p;
+}
+
+void *ctx_alloc_persistent_host(Ctx *ctx, size_t bytes) {
+  void *p = CALLOC_CHECK(1, bytes ? bytes : 1);
+  push_ptr(&ctx->persistent_host, &ctx->n_persistent_host, &ctx->cap_persistent_host, p);
+  return p;
+}
+
+/* ------------------------------------------------------------------ devices */
+
+bool mcm_built_with_cuda(void) { return MCM_CUDA != 0; }
+
+int cuda_device_count(void) {
+#if MCM_CUDA
+  char why[256];
+  return cuda_count_devices(why, sizeof why);
+#else
+  return 0;
+#endif
+}
+
+int device_spec_parse(const char *s, DeviceSpec *out, McmErr *err) {
+  *out = (DeviceSpec){DEV_CPU, -1, false};
+  if (!strcmp(s, "cpu")) return 0;
+  if (!strcmp(s, "auto")) {
+    *out = (DeviceSpec){DEV_CUDA, -1, true};
+    return 0;
+  }
+  if (!strcmp(s, "cuda")) {
+    *out = (DeviceSpec){DEV_CUDA, -1, false};
+    return 0;
+  }
+  if (!strncmp(s, "cuda:", 5) && isdigit((unsigned char)s[5])) {
+    char *end;
+    long v = strtol(s + 5, &end, 10);
+    if (*end == 0 && v >= 0 && v < 1024) {
+      *out = (DeviceSpec){DEV_CUDA, (int)v, false};
+      return 0;
+    }
+  }
+  return mcm_err(err, "device '%s' is not one of auto, cpu, cuda, cuda:N", s);
+}
+
+static Ctx *ctx_alloc(uint64_t seed) {
+  Ctx *ctx = CALLOC_CHECK(1, sizeof *ctx);
+  ctx->seed = seed;
+  ctx->grad_enabled = true;
+  ctx->device_index = -1;
+  return ctx;
+}
+
+Ctx *ctx_create_cpu(uint64_t seed) {
+  Ctx *ctx = ctx_alloc(seed);
+  ctx->dev = DEV_CPU;
+  mcm_snprintf(ctx->device_name, sizeof ctx->device_name, "cpu (%d threads)", omp_get_max_threads());
+  arena_init(&ctx->act, DEV_CPU, (size_t)64 << 20);
+  arena_init(&ctx->host, DEV_CPU, (size_t)1 << 20);
+  return ctx;
+}
+
+Ctx *ctx_create(const DeviceSpec *spec, uint64_t seed, McmErr *err) {
+  if (spec->kind == DEV_CPU) return ctx_create_cpu(seed);
+#if MCM_CUDA
+  char why[256] = "";
+  int n = cuda_count_devices(why, sizeof why);
+  if (n > 0) {
+    if (spec->index >= n) {
+      mcm_err(err, "device cuda:%d asked for, but only %d CUDA device%s visible (cuda:0..cuda:%d)", spec->index, n,
+              n == 1 ? " is" : "s are", n - 1);
+      return NULL;
+    }
+    Ctx *ctx = ctx_alloc(seed);
+    ctx->dev = DEV_CUDA;
+    if (cuda_ctx_init(ctx, spec->index < 0 ? 0 : spec->index, err) != 0) {
+      free(ctx);
+      return NULL;
+    }
+    arena_init(&ctx->act, DEV_CUDA, (size_t)256 << 20);
+    arena_init(&ctx->host, DEV_CPU, (size_t)1 << 20);
+    return ctx;
+  }
+  fprintf(stderr, "mcm: no usable CUDA device (%s); running on the CPU\n", why);
+#else
+  fprintf(stderr, "mcm: this build has no CUDA support (built with CUDA=0 or without nvcc); running on the CPU\n");
+#endif
+  return ctx_create_cpu(seed);
+}
+
+void ctx_destroy(Ctx *ctx) {
+  if (!ctx) return;
+  ctx_sync(ctx);
+  arena_free_blocks(&ctx->act);
+  arena_free_blocks(&ctx->host);
+  for (int i = 0; i < ctx->n_persistent; i++) raw_free(ctx->dev, ctx->persistent[i]);
+  for (int i = 0; i < ctx->n_persistent_host; i++) free(ctx->persistent_host[i]);
+  free(ctx->persistent);
+  free(ctx->persistent_host);
+  free(ctx->tape.nodes);
+#if MCM_CUDA
+  if (ctx->dev == DEV_CUDA) cuda_ctx_free(ctx);
+#endif
+  free(ctx);
+}
+
+void ctx_sync(Ctx *ctx) { ON_DEVICE(ctx, (void)0, cuda_sync(ctx)); }
+
+/* ------------------------------------------------------------------ tensors */
+
+Tensor *tensor_new(Ctx *ctx, DType dtype, int ndim, const int64_t *shape) {
+  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16, "compute tensors are fp32 or bf16, not %s", dtype_name(dtype));
+  Tensor *t = ctx_alloc_host(ctx, sizeof *t);
+  tensor_init_header(t, dtype, ctx->dev, ndim, shape);
+  t->data = ctx_alloc_act(ctx, tensor_bytes(t));
+  return t;
+}
+
+Tensor *tensor_zeros(Ctx *ctx, DType dtype, int ndim, const int64_t *shape) {
+  Tensor *t = tensor_new(ctx, dtype, ndim, shape);
+  tensor_fill(ctx, t, 0.0f);
+  return t;
+}
+
+Tensor *tensor_like(Ctx *ctx, const Tensor *t) { return tensor_new(ctx, t->dtype, t->ndim, t->shape); }
+
+Tensor *tensor_new_persistent(Ctx *ctx, DType dtype, int ndim, const int64_t *shape) {
+  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16, "compute tensors are fp32 or bf16, not %s", dtype_name(dtype));
+  Tensor *t = ctx_alloc_persistent_host(ctx, sizeof *t);
+  tensor_init_header(t, dtype, ctx->dev, ndim, shape);
+  t->data = ctx_alloc_persistent(ctx, tensor_bytes(t));
+  t->persistent = true;
+  return t;
+}
+
+Tensor *param_new(Ctx *ctx, const char *name, DType dtype, int ndim, const int64_t *shape, bool trainable) {
+  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16, "parameter '%s': dtype %s is not fp32 or bf16", name,
+            dtype_name(dtype));
+  Tensor *p = tensor_new_persistent(ctx, dtype, ndim, shape);
+  size_t len = strlen(name) + 1;
+  char *copy = ctx_alloc_persistent_host(ctx, len);
+  memcpy(copy, name, len);
+  p->name = copy;
+  p->is_param = true;
+  tensor_fill(ctx, p, 0.0f);
+  param_set_trainable(ctx, p, trainable);
+  return p;
+}
+
+void param_set_trainable(Ctx *ctx, Tensor *p, bool trainable) {
+  MCM_CHECK(p->is_param, "param_set_trainable: '%s' is not a parameter", p->name ? p->name : "(activation)");
+  p->requires_grad = trainable;
+  if (trainable && !p->grad) {
+    p->grad = tensor_new_persistent(ctx, p->dtype, p->ndim, p->shape);
+    tensor_fill(ctx, p->grad, 0.0f);
+  }
+}
+
+static void convert_host(void *dst, DType dd, const void *src, DType sd, int64_t n) {
+  if (dd == sd) {
+    memcpy(dst, src, (size_t)n * dtype_size(dd));
+  } else if (dd == DT_F32 && sd == DT_BF16) {
+    for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = bf16_to_f32(((const uint16_t *)src)[i]);
+  } else if (dd == DT_BF16 && sd == DT_F32) {
+    for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_bf16(((const float *)src)[i]);
+  } else {
+    MCM_FATAL("no conversion from %s to %s", dtype_name(sd), dtype_name(dd));
+  }
+}
+
+void tensor_from_host_f32(Ctx *ctx, Tensor *t, const float *src) {
+  if (t->dev == DEV_CPU) {
+    convert_host(t->data, t->dtype, src, DT_F32, t->numel);
+    return;
+  }
+#if MCM_CUDA
+  void *tmp = MALLOC_CHECK(tensor_bytes(t));
+  convert_host(tmp, t->dtype, src, DT_F32, t->numel);
+  cuda_h2d(ctx, t->data, tmp, tensor_bytes(t));
+  cuda_sync(ctx);
+  free(tmp);
+#endif
+}
+
+void tensor_to_host_f32(Ctx *ctx, const Tensor *t, float *dst) {
+  if (t->dev == DEV_CPU) {
+    convert_host(dst, DT_F32, t->data, t->dtype, t->numel);
+    return;
+  }
+#if MCM_CUDA
+  void *tmp = MALLOC_CHECK(tensor_bytes(t));
+  cuda_d2h(ctx, tmp, t->data, tensor_bytes(t));
+  cuda_sync(ctx);
+  convert_host(dst, DT_F32, tmp, t->dtype, t->numel);
+  free(tmp);
+#endif
+}
+
+void tensor_fill(Ctx *ctx, Tensor *t, float value) {
+  if (t->dev == DEV_CPU) {
+    if (t->dtype == DT_F32) {
+      float *d = t->data;
+      for (int64_t i = 0; i < t->numel; i++) d[i] = value;
+    } else {
+      uint16_t *d = t->data, h = f32_to_bf16(value);
+      for (int64_t i = 0; i < t->numel; i++) d[i] = h;
+    }
+    return;
+  }
+#if MCM_CUDA
+  cuda_fill(ctx, t->data, t->dtype, t->numel, value);
+#endif
+}
+
+void tensor_copy(Ctx *ctx, Tensor *dst, const Tensor *src) {
+  CHECK_SAME_SHAPE("tensor_copy", dst, src);
+  MCM_CHECK(dst->dev == src->dev, "tensor_copy: tensors on different devices");
+  if (dst->dev == DEV_CPU) {
+    convert_host(dst->data, dst->dtype, src->data, src->dtype, src->numel);
+    return;
+  }
+#if MCM_CUDA
+  if (dst->dtype == src->dtype)
+    cuda_d2d(ctx, dst->data, src->data, tensor_bytes(src));
+  else
+    cuda_convert(ctx, dst->data, dst->dtype, src->data, src->dtype, src->numel);
+#endif
+}

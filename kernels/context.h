@@ -1,0 +1,114 @@
+/* The context: everything an op needs, passed explicitly. No global mutable state, so
+ * several contexts (say a CPU one and a GPU one in a test) can live in one process.
+ *
+ * Memory:
+ *  - arena: per-step activations on the context's device, plus host-side headers, tape
+ *    nodes and saved state. ctx_step_reset() frees it all at once. It grows by chaining
+ *    blocks and, at reset, folds into one block of the high-water size, so a steady-state
+ *    step does no allocation at all.
+ *  - persistent: parameters, their gradients and optimizer state; freed by ctx_destroy.
+ */
+#pragma once
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ArenaBlock ArenaBlock;
+typedef struct Arena {
+  DevKind dev;
+  ArenaBlock *blocks;  /* newest first */
+  size_t used;         /* bytes handed out since the last reset, all blocks */
+  size_t high_water;   /* largest `used` ever seen */
+  size_t min_block;
+} Arena;
+
+typedef struct TapeNode TapeNode;
+typedef struct Tape {
+  TapeNode **nodes;   /* in execution order; nodes themselves live in the host arena */
+  int n, cap;
+} Tape;
+
+typedef struct Ctx {
+  DevKind dev;
+  int device_index;        /* CUDA device ordinal; -1 on the CPU */
+  char device_name[128];   /* "cpu" or the GPU's name */
+
+  /* CUDA handles (opaque here so C files need no CUDA headers); NULL on the CPU. */
+  void *stream;            /* cudaStream_t */
+  void *cublas;            /* cublasHandle_t */
+  void *cublaslt;          /* cublasLtHandle_t */
+  void *cudnn;             /* cudnnHandle_t */
+  void *workspace;         /* device scratch for cuBLASLt / cuDNN */
+  size_t workspace_bytes;
+
+  Arena act;               /* per-step device memory (host memory on the CPU) */
+  Arena host;              /* per-step host memory: tensor headers, tape nodes, saved args */
+
+  void **persistent;       /* persistent device allocations, freed at destroy */
+  int n_persistent, cap_persistent;
+  void **persistent_host;  /* persistent host allocations (parameter headers, names) */
+  int n_persistent_host, cap_persistent_host;
+
+  bool grad_enabled;       /* ops record themselves on the tape when true */
+  Tape tape;
+
+  uint64_t seed;           /* counter-based RNG: key */
+  uint64_t rng_offset;     /* next unused Philox counter; advanced by every draw */
+} Ctx;
+
+/* Device spec parsing: "cpu", "cuda", "cuda:N", "auto". */
+typedef struct DeviceSpec {
+  DevKind kind;
+  int index;      /* -1: first usable */
+  bool is_auto;
+} DeviceSpec;
+int device_spec_parse(const char *s, DeviceSpec *out, McmErr *err);
+
+/* Creates a context for the spec. If CUDA was asked for (or auto) and no usable GPU exists
+ * (CPU-only build, no device, driver problem), prints one line saying so and falls back
+ * to the CPU. Asking for cuda:N with N >= the number of GPUs is an error (returns NULL). */
+Ctx *ctx_create(const DeviceSpec *spec, uint64_t seed, McmErr *err);
+Ctx *ctx_create_cpu(uint64_t seed);
+void ctx_destroy(Ctx *ctx);
+
+/* Number of usable CUDA devices (0 in a CPU-only build or without a driver). */
+int cuda_device_count(void);
+bool mcm_built_with_cuda(void);
+
+/* Per-step memory. */
+void *ctx_alloc_act(Ctx *ctx, size_t bytes);   /* on the device, 256-byte aligned */
+void *ctx_alloc_host(Ctx *ctx, size_t bytes);  /* host, zeroed, 16-byte aligned */
+void ctx_step_reset(Ctx *ctx);                 /* frees the arena and clears the tape */
+
+/* Persistent memory. */
+void *ctx_alloc_persistent(Ctx *ctx, size_t bytes);      /* on the device */
+void *ctx_alloc_persistent_host(Ctx *ctx, size_t bytes); /* host, zeroed */
+
+/* Tensors in the per-step arena (uninitialised data) or zero-filled. */
+Tensor *tensor_new(Ctx *ctx, DType dtype, int ndim, const int64_t *shape);
+Tensor *tensor_zeros(Ctx *ctx, DType dtype, int ndim, const int64_t *shape);
+Tensor *tensor_like(Ctx *ctx, const Tensor *t);
+/* A tensor that outlives ctx_step_reset (inputs kept across steps, EMA copies, buffers). */
+Tensor *tensor_new_persistent(Ctx *ctx, DType dtype, int ndim, const int64_t *shape);
+#define SHAPE(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
+/* e.g. tensor_new(ctx, DT_F32, SHAPE(B, C, H, W)) */
+
+/* A parameter: persistent, named. trainable=false freezes it: no gradient is ever
+ * computed for it, but gradients still flow through it to its inputs. */
+Tensor *param_new(Ctx *ctx, const char *name, DType dtype, int ndim, const int64_t *shape, bool trainable);
+void param_set_trainable(Ctx *ctx, Tensor *p, bool trainable);
+
+/* Host <-> tensor copies (fp32 host buffers; converts for bf16 tensors). */
+void tensor_from_host_f32(Ctx *ctx, Tensor *t, const float *src);
+void tensor_to_host_f32(Ctx *ctx, const Tensor *t, float *dst);
+void tensor_fill(Ctx *ctx, Tensor *t, float value);
+/* Copies values (and converts dtype) between two tensors of the same shape. */
+void tensor_copy(Ctx *ctx, Tensor *dst, const Tensor *src);
+/* Waits for the device to finish (no-op on the CPU). */
+void ctx_sync(Ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,132 @@
+/* conv2d: CPU reference (im2col + sgemm), dispatch and tape (see conv2d.h). */
+#include "conv2d.h"
+
+#include <cblas.h>
+
+#include "cuda_api.h"
+
+Conv2dArgs conv2d_args(int stride, int pad) { return (Conv2dArgs){stride, stride, pad, pad, pad, pad, 1, 1}; }
+
+static int out_size(int in, int pad0, int pad1, int dil, int k, int stride) {
+  return (in + pad0 + pad1 - dil * (k - 1) - 1) / stride + 1;
+}
+
+/* col (CIN·KH·KW, HO·WO) from one image x (CIN, H, W); zero where the window leaves it. */
+static void im2col(float *col, const float *x, int CIN, int H, int W, int KH, int KW, int HO, int WO, Conv2dArgs a) {
+#pragma omp parallel for if (CIN * KH * KW * HO * WO > 65536)
+  for (int r = 0; r < CIN * KH * KW; r++) {
+    int c = r / (KH * KW), kh = r / KW % KH, kw = r % KW;
+    float *dst = col + (int64_t)r * HO * WO;
+    for (int oh = 0; oh < HO; oh++) {
+      int ih = oh * a.stride_h - a.pad_top + kh * a.dil_h;
+      for (int ow = 0; ow < WO; ow++) {
+        int iw = ow * a.stride_w - a.pad_left + kw * a.dil_w;
+        dst[oh * WO + ow] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[((int64_t)c * H + ih) * W + iw] : 0.0f;
+      }
+    }
+  }
+}
+
+/* The adjoint of im2col: dx (CIN, H, W) += scatter of col. Parallel over channels, so no
+ * two threads touch the same element. */
+static void col2im_add(float *dx, const float *col, int CIN, int H, int W, int KH, int KW, int HO, int WO,
+                       Conv2dArgs a) {
+#pragma omp parallel for if (CIN * KH * KW * HO * WO > 65536)
+  for (int c = 0; c < CIN; c++)
+    for (int kh = 0; kh < KH; kh++)
+      for (int kw = 0; kw < KW; kw++) {
+        const float *src = col + ((int64_t)(c * KH + kh) * KW + kw) * HO * WO;
+        for (int oh = 0; oh < HO; oh++) {
+          int ih = oh * a.stride_h - a.pad_top + kh * a.dil_h;
+          if (ih < 0 || ih >= H) continue;
+          for (int ow = 0; ow < WO; ow++) {
+            int iw = ow * a.stride_w - a.pad_left + kw * a.dil_w;
+            if (iw >= 0 && iw < W) dx[((int64_t)c * H + ih) * W + iw] += src[oh * WO + ow];
+          }
+        }
+      }
+}
+
+void conv2d_forward_cpu(float *y, const float *x, const float *w, const float *b, int B, int CIN, int H, int W,
+                        int COUT, int KH, int KW, Conv2dArgs a) {
+  int HO = out_size(H, a.pad_top, a.pad_bottom, a.dil_h, KH, a.stride_h);
+  int WO = out_size(W, a.pad_left, a.pad_right, a.dil_w, KW, a.stride_w);
+  int K = CIN * KH * KW, P = HO * WO;
+  float *col = MALLOC_CHECK((size_t)K * P * sizeof(float));
+  for (int n = 0; n < B; n++) {
+    im2col(col, x + (int64_t)n * CIN * H * W, CIN, H, W, KH, KW, HO, WO, a);
+    float *yn = y + (int64_t)n * COUT * P;
+    /* yn (COUT, P) = w (COUT, K) · col (K, P) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, COUT, P, K, 1.0f, w, K, col, P, 0.0f, yn, P);
+    if (b)
+      for (int o = 0; o < COUT; o++)
+        for (int p = 0; p < P; p++) yn[(int64_t)o * P + p] += b[o];
+  }
+  free(col);
+}
+
+void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int B,
+                         int CIN, int H, int W, int COUT, int KH, int KW, Conv2dArgs a) {
+  int HO = out_size(H, a.pad_top, a.pad_bottom, a.dil_h, KH, a.stride_h);
+  int WO = out_size(W, a.pad_left, a.pad_right, a.dil_w, KW, a.stride_w);
+  int K = CIN * KH * KW, P = HO * WO;
+  float *col = MALLOC_CHECK((size_t)K * P * sizeof(float));
+  for (int n = 0; n < B; n++) {
+    const float *dyn = dy + (int64_t)n * COUT * P;
+    if (dw) { /* dw (COUT, K) += dyn (COUT, P) · colᵀ (P, K) */
+      im2col(col, x + (int64_t)n * CIN * H * W, CIN, H, W, KH, KW, HO, WO, a);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, COUT, K, P, 1.0f, dyn, P, col, P, 1.0f, dw, K);
+    }
+    if (dx) { /* dcol (K, P) = wᵀ (K, COUT) · dyn (COUT, P), then scatter */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, COUT, 1.0f, w, K, dyn, P, 0.0f, col, P);
+      col2im_add(dx + (int64_t)n * CIN * H * W, col, CIN, H, W, KH, KW, HO, WO, a);
+    }
+    if (db)
+      for (int o = 0; o < COUT; o++)
+        for (int p = 0; p < P; p++) db[o] += dyn[(int64_t)o * P + p];
+  }
+  free(col);
+}
+
+typedef struct {
+  Conv2dArgs a;
+} Conv2dSaved;
+
+static void conv2d_backward(Ctx *ctx, TapeNode *node) {
+  Tensor *x = node->in[0], *w = node->in[1], *b = node->in[2], *dy = node->out->grad;
+  Conv2dArgs a = ((Conv2dSaved *)node->saved)->a;
+  Tensor *dx = x->requires_grad ? grad_of(ctx, x) : NULL;
+  Tensor *dw = w->requires_grad ? grad_of(ctx, w) : NULL;
+  Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
+  ON_DEVICE(ctx,
+            conv2d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data, x->data,
+                                w->data, (int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+                                (int)w->shape[0], (int)w->shape[2], (int)w->shape[3], a),
+            conv2d_backward_cuda(ctx, dx, dw, db, dy, x, w, a));
+}
+
+Tensor *op_conv2d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv2dArgs a) {
+  CHECK_SHAPE("conv2d", x, -1, -1, -1, -1);
+  CHECK_SHAPE("conv2d", w, -1, x->shape[1], -1, -1);
+  if (b) CHECK_SHAPE("conv2d", b, w->shape[0]);
+  if (ctx->dev == DEV_CPU) CHECK_DTYPE("conv2d (CPU reference computes in fp32)", x, DT_F32);
+  MCM_CHECK(a.stride_h >= 1 && a.stride_w >= 1 && a.dil_h >= 1 && a.dil_w >= 1 && a.pad_top >= 0 &&
+                a.pad_bottom >= 0 && a.pad_left >= 0 && a.pad_right >= 0,
+            "conv2d '%s': stride and dilation must be >= 1 and padding >= 0", w->name ? w->name : "?");
+  int H = (int)x->shape[2], W = (int)x->shape[3], KH = (int)w->shape[2], KW = (int)w->shape[3];
+  int HO = out_size(H, a.pad_top, a.pad_bottom, a.dil_h, KH, a.stride_h);
+  int WO = out_size(W, a.pad_left, a.pad_right, a.dil_w, KW, a.stride_w);
+  MCM_CHECK(HO >= 1 && WO >= 1, "conv2d '%s': input %s is smaller than the kernel %s after padding",
+            w->name ? w->name : "?", TENSOR_SHAPE_STR(x), TENSOR_SHAPE_STR(w));
+  Tensor *y = tensor_new(ctx, x->dtype, SHAPE(x->shape[0], w->shape[0], HO, WO));
+  ON_DEVICE(ctx,
+            conv2d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0], (int)x->shape[1], H, W,
+                               (int)w->shape[0], KH, KW, a),
+            conv2d_forward_cuda(ctx, y, x, w, b, a));
+  Tensor *in[3] = {x, w, b};
+  if (tape_wants(ctx, 3, in)) {
+    TapeNode *node = tape_record(ctx, "conv2d", conv2d_backward, y, 3, in, sizeof(Conv2dSaved));
+    ((Conv2dSaved *)node->saved)->a = a;
+  }
+  return y;
+}

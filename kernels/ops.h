@@ -1,0 +1,9 @@
+/* Every op, one header each; include this to get them all. */
+#pragma once
+#include "activation.h"
+#include "conv2d.h"
+#include "elementwise.h"
+#include "linear.h"
+#include "reduce.h"
+#include "tape.h"
+#include "shape.h"

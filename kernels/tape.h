@@ -1,0 +1,60 @@
+/* The autograd tape.
+ *
+ * In grad mode (ctx->grad_enabled), an op whose inputs include a tensor that requires a
+ * gradient records one TapeNode: its inputs, its output, a backward function and whatever
+ * it saved. backward() walks the nodes in reverse and each node's backward ACCUMULATES
+ * into its inputs' .grad (allocating a zeroed one on first use; parameters keep a
+ * persistent one that the optimizer zeroes). A frozen parameter (requires_grad false) gets
+ * no gradient, but gradients still flow through the op to its other inputs. Node memory
+ * lives in the context's host arena and is gone after ctx_step_reset().
+ */
+#pragma once
+#include "context.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TAPE_MAX_IN 6
+
+typedef void (*BackwardFn)(Ctx *ctx, TapeNode *node);
+
+struct TapeNode {
+  const char *op;           /* for messages and debugging */
+  BackwardFn backward;
+  Tensor *out;              /* out->grad holds dL/d(out) when backward runs */
+  Tensor *in[TAPE_MAX_IN];  /* NULL entries allowed (an optional bias) */
+  int n_in;
+  void *saved;              /* op-specific, zeroed, in the host arena */
+};
+
+/* True when an op over these inputs must record itself. */
+bool tape_wants(const Ctx *ctx, int n_in, Tensor *const *in);
+/* Records a node (call only when tape_wants); marks out as requiring a gradient and
+ * returns the node with `saved_bytes` of zeroed space at node->saved. */
+TapeNode *tape_record(Ctx *ctx, const char *op, BackwardFn fn, Tensor *out, int n_in, Tensor *const *in,
+                      size_t saved_bytes);
+void tape_clear(Ctx *ctx);
+
+/* Seeds d(loss)/d(loss) = 1 (loss must have one element) and runs the tape backwards.
+ * The tape is consumed: nodes are cleared afterwards. */
+void backward(Ctx *ctx, Tensor *loss);
+/* Same, seeding out's gradient with grad_out (same shape). */
+void backward_from(Ctx *ctx, Tensor *out, const Tensor *grad_out);
+
+/* t's gradient buffer, created zero-filled on first use (same dtype and device as t). */
+Tensor *grad_of(Ctx *ctx, Tensor *t);
+
+/* Switches grad mode and returns the previous setting:
+ *   bool was = ctx_set_grad(ctx, false); ...teacher forward...; ctx_set_grad(ctx, was); */
+bool ctx_set_grad(Ctx *ctx, bool enabled);
+
+/* A header sharing t's data that never requires a gradient (stops gradient flow). */
+Tensor *tensor_detach(Ctx *ctx, const Tensor *t);
+
+/* Zeroes the gradients of the given parameters. */
+void params_zero_grad(Ctx *ctx, Tensor *const *params, int n);
+
+#ifdef __cplusplus
+}
+#endif

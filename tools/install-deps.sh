@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every Debian package mcm builds against. Run as root (or through sudo).
+#   tools/install-deps.sh          install what is missing
+#   tools/install-deps.sh --check  exit 1 and list what is missing, install nothing
+set -euo pipefail
+
+# One line per package, with what mcm uses it for.
+PACKAGES=(
+  build-essential   # gcc, make
+  pkg-config        # library detection in the Makefile
+  libopenblas-dev   # CPU matrix products (cblas)
+  libhdf5-dev       # tensor files, checkpoints, data shards
+  libinih-dev       # INI configuration parser
+  libsndfile1-dev   # audio reading and writing
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  echo "missing Debian packages: ${missing[*]}" >&2
+  exit 1
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: not root and no sudo; run as root: apt-get install -y ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,2 @@
+#include "kernels/context.h"
+int main(void) { return 0; }
