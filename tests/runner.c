@@ -142,6 +142,10 @@ static bool selected(const TestCase *t, int argc, char **argv, int first) {
   return false;
 }
 
+/* A suite may define this (the GPU suite does): when it returns false, no test runs and the
+ * runner says why, counting every test as skipped. */
+__attribute__((weak)) bool test_suite_precondition(char *why, size_t size);
+
 int main(int argc, char **argv) {
   bool fork_each = true;
   int first = 1;
@@ -155,6 +159,12 @@ int main(int argc, char **argv) {
       fprintf(stderr, "usage: %s [--no-fork] [--list] [NAME...]\n", argv[0]);
       return 2;
     }
+  }
+  char why[256] = "";
+  if (test_suite_precondition && !test_suite_precondition(why, sizeof why)) {
+    printf("SKIPPED: %s; %d tests not run\n", why, g_n_tests);
+    printf("0 passed, 0 failed, %d skipped\n", g_n_tests);
+    return 0;
   }
   int passed = 0, failed = 0;
   for (int i = 0; i < g_n_tests; i++) {
