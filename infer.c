@@ -66,6 +66,7 @@ static int parse_args(int argc, char **argv, InferArgs *a, char **sets, int *n_s
     if (!flag && o[0] == '-' && cli_value(argc, argv, &i, &v, err)) return -1;
     if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
       fputs(USAGE, stdout);
+      free(sets);
       exit(0);
     } else if (!strcmp(o, "--mel-png")) {
       a->mel_png = true;

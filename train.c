@@ -34,9 +34,11 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       fputs(USAGE, stdout);
+      free(sets);
       return 0;
     } else if (!strcmp(a, "--help-config")) {
       config_help(stdout);
+      free(sets);
       return 0;
     } else if (!strcmp(a, "--check")) {
       check_only = true;
@@ -62,6 +64,7 @@ int main(int argc, char **argv) {
   if (!config_path) {
     fputs(USAGE, stderr);
     fprintf(stderr, "\ntrain: error: no configuration file given\n");
+    free(sets);
     return 2;
   }
 

@@ -1,0 +1,136 @@
+/* Strict INI configuration with a schema.
+ *
+ * Every key mcm reads is one row of MCM_SCHEMA (core/schema.c): section, key, type, default,
+ * range or choices, and a line of help. The parser (core/config.c, on top of inih) turns an
+ * .ini file, a string (a config saved in a checkpoint) or a `--set section.key=value` into the
+ * typed fields of Config, and stops at the first problem with one line that says where
+ * (`file:line:`) and what was expected. Nothing is silently ignored: unknown sections and
+ * keys, duplicates, malformed lines and missing required keys are all errors.
+ *
+ * Order of precedence (config_resolve): schema defaults < the file < each --set in order.
+ * Each key remembers where its value came from (Config.origin), and config_print shows it.
+ *
+ * Format notes: `key = value` (or `key: value`) under a `[section]`; comments are whole lines
+ * starting with ';' or '#', or an inline ' ;' after a value. Values are not quoted. Lists are
+ * comma-separated. Leading whitespace is ignored, so a value cannot continue on a second line.
+ * One line holds at most CFG_MAX_LINE characters (the limit of Debian's inih build), which
+ * also bounds the length of string values.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kernels/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STRING, CFG_ENUM, CFG_INT_LIST, CFG_FLOAT_LIST } CfgType;
+
+#define CFG_MAX_LIST 8     /* elements in a list value */
+#define CFG_MAX_KEYS 64    /* rows in the schema */
+#define CFG_MAX_STRING 512 /* size of every CFG_STRING / CFG_ENUM field, NUL included */
+#define CFG_MAX_ORIGIN 64  /* size of an origin string */
+#define CFG_MAX_LINE 198   /* characters on one INI line (inih reads 200-byte lines with "\n\0") */
+
+typedef struct { int n; int64_t v[CFG_MAX_LIST]; } CfgIntList;
+typedef struct { int n; double v[CFG_MAX_LIST]; } CfgFloatList;
+
+/* The resolved configuration. Field types by CfgType: CFG_INT int64_t, CFG_FLOAT double,
+ * CFG_BOOL bool, CFG_STRING and CFG_ENUM char[CFG_MAX_STRING], lists CfgIntList/CfgFloatList.
+ * Field names are the INI names: [train] lr is cfg.train.lr. */
+typedef struct Config {
+  struct {
+    char device[CFG_MAX_STRING]; /* auto | cpu | cuda | cuda:N */
+    int64_t seed;
+    char out_dir[CFG_MAX_STRING];
+    int64_t log_every;
+  } run;
+  struct {
+    char mode[CFG_MAX_STRING]; /* distill | teacher | vae | vocoder */
+    int64_t steps, batch_size;
+    double lr, weight_decay, grad_clip, ema_decay;
+    char precision[CFG_MAX_STRING]; /* fp32 | bf16 */
+    bool adversarial;
+    double lambda_distill;
+    int64_t num_ddim_steps, skip_k;
+    double guidance_w;
+    char loss[CFG_MAX_STRING]; /* l2 | huber */
+    double huber_c;
+  } train;
+  struct {
+    char train_shards[CFG_MAX_STRING];
+    int64_t num_workers;
+  } data;
+  struct {
+    char dir[CFG_MAX_STRING];
+    int64_t every, keep;
+    char init[CFG_MAX_STRING]; /* "" = start from scratch / the converted teacher */
+  } checkpoint;
+  struct {
+    int64_t in_channels, model_channels;
+    CfgIntList channel_mult;
+    int64_t num_res_blocks;
+    CfgIntList attention_levels;
+    int64_t num_head_channels, context_dim, latent_frames, latent_bins;
+  } unet;
+  /* Per schema row (same index as MCM_SCHEMA): "default", "file.ini:12", "--set", or ""
+   * when the key has not been set at all (only possible for a required key). */
+  char origin[CFG_MAX_KEYS][CFG_MAX_ORIGIN];
+} Config;
+
+/* One schema row. Write rows with the macros in core/schema.c, which fill section, key,
+ * offset and size from the Config member so that the names cannot drift. */
+typedef struct CfgKey {
+  const char *section, *key;
+  CfgType type;
+  size_t offset; /* offsetof(Config, section.key) */
+  size_t size;   /* sizeof the field: checked against the type by config_defaults */
+  const char *def; /* default as text; NULL means required */
+  double min, max; /* inclusive range for numbers and list elements (ignored when min > max) */
+  bool min_open;   /* the range excludes min (for "must be > 0") */
+  const char *choices; /* CFG_ENUM: "distill|teacher|vae|vocoder" */
+  /* Optional extra check on the parsed field (a string form, say). Returns 0, or -1 with a
+   * reason in why ("expected auto, cpu, cuda or cuda:N"). */
+  int (*check)(const void *field, char *why, size_t why_size);
+  const char *help; /* one line; config_help prints it */
+} CfgKey;
+
+extern const CfgKey MCM_SCHEMA[];
+extern const int MCM_SCHEMA_N;
+
+/* Sets every key that has a default (origin "default"); required keys are left unset. */
+void config_defaults(Config *cfg);
+/* Reads an INI file over the current values. On error cfg may be partly updated. */
+int config_parse_file(Config *cfg, const char *path, McmErr *err);
+/* The same for INI text held in memory; source_name stands for the file in messages and
+ * origins (e.g. "checkpoint step_1000.h5"). */
+int config_parse_string(Config *cfg, const char *text, const char *source_name, McmErr *err);
+/* Applies one "section.key=value" (a --set argument); origin "--set". */
+int config_set(Config *cfg, const char *assignment, McmErr *err);
+/* Required keys present, per-key forms, cross-key checks (see mcm_schema_cross_check). */
+int config_validate(const Config *cfg, McmErr *err);
+/* For the mains: defaults, the file (path may be NULL), each --set in order, validate. */
+int config_resolve(Config *cfg, const char *path, int n_sets, char **sets, McmErr *err);
+
+/* Malloc'd INI text of every key; config_parse_string of it gives back the identical Config
+ * (origins aside). Unset required keys appear as comments. */
+char *config_to_string(const Config *cfg);
+/* The resolved config in INI form, each key with a comment giving its origin. */
+void config_print(const Config *cfg, FILE *f);
+/* Every section and key: type, default or "required", range or choices, help. */
+void config_help(FILE *f);
+
+/* Schema row of section.key, or -1. */
+int config_key_index(const char *section, const char *key);
+
+/* Defined in core/schema.c, called by config_validate: checks that involve several keys.
+ * Returns -1 when all hold, else the schema index of the key to blame, with the reason
+ * in why. */
+int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,183 @@
+/* The configuration schema: every key mcm reads, with its type, default, range and help.
+ * This table is the only documentation of the keys: `--help-config` prints it (config_help),
+ * and the parser accepts nothing that is not in it.
+ *
+ * To add a key:
+ *   1. add the field to Config in core/config.h, in the struct of its section, with the C type
+ *      of its CfgType (int64_t, double, bool, char[CFG_MAX_STRING], CfgIntList, CfgFloatList);
+ *   2. add a row below with the macro of that type; the row takes the section and key from
+ *      the Config member, so `INT(train, steps, ...)` is [train] steps and cfg.train.steps;
+ *   3. if the key constrains others, add the check to mcm_schema_cross_check at the bottom.
+ * A default of NULL makes the key required. config_defaults checks every row's type against
+ * its field size and every default against its own range, so a wrong row fails at start-up
+ * (and in `make test`), not in the middle of a run.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include "core/config.h"
+
+/* Fills section, key, type, offset and size from the Config member sec.name. */
+#define ROW_(sec, name, t)                                                                  \
+  .section = #sec, .key = #name, .type = (t), .offset = offsetof(Config, sec.name),         \
+  .size = sizeof(((Config *)0)->sec.name)
+#define ANY 1, 0 /* no range: min > max */
+#define NOMAX INFINITY
+
+#define INT(sec, name, def_, lo, hi, help_) \
+  { ROW_(sec, name, CFG_INT), .def = (def_), .min = (lo), .max = (hi), .help = (help_) }
+#define FLOAT(sec, name, def_, lo, hi, help_) \
+  { ROW_(sec, name, CFG_FLOAT), .def = (def_), .min = (lo), .max = (hi), .help = (help_) }
+/* A float that must be > lo (a learning rate, a scale). */
+#define FLOAT_GT(sec, name, def_, lo, hi, help_)                                            \
+  { ROW_(sec, name, CFG_FLOAT), .def = (def_), .min = (lo), .max = (hi), .min_open = true,  \
+    .help = (help_) }
+#define BOOL(sec, name, def_, help_) \
+  { ROW_(sec, name, CFG_BOOL), .def = (def_), .min = 1, .max = 0, .help = (help_) }
+#define STRING(sec, name, def_, check_, help_)                                              \
+  { ROW_(sec, name, CFG_STRING), .def = (def_), .min = 1, .max = 0, .check = (check_),      \
+    .help = (help_) }
+#define ENUM(sec, name, def_, choices_, help_)                                              \
+  { ROW_(sec, name, CFG_ENUM), .def = (def_), .min = 1, .max = 0, .choices = (choices_),    \
+    .help = (help_) }
+#define INT_LIST(sec, name, def_, lo, hi, help_) \
+  { ROW_(sec, name, CFG_INT_LIST), .def = (def_), .min = (lo), .max = (hi), .help = (help_) }
+
+/* run.device: "auto", "cpu", "cuda" or "cuda:N" with N a GPU index. */
+static int check_device(const void *field, char *why, size_t why_size) {
+  const char *s = field;
+  if (!strcmp(s, "auto") || !strcmp(s, "cpu") || !strcmp(s, "cuda")) return 0;
+  if (!strncmp(s, "cuda:", 5) && s[5]) {
+    const char *p = s + 5;
+    while (*p >= '0' && *p <= '9') p++;
+    if (!*p && p - (s + 5) <= 4) return 0;
+  }
+  mcm_snprintf(why, why_size, "expected auto, cpu, cuda or cuda:N (N a GPU index such as cuda:0)");
+  return -1;
+}
+
+const CfgKey MCM_SCHEMA[] = {
+    /* ------------------------------------------------------------------ [run] */
+    STRING(run, device, "auto", check_device,
+           "where to run: auto (every visible GPU, else the CPU), cpu, cuda (every GPU) or cuda:N"),
+    INT(run, seed, "0", 0, NOMAX, "seed of the counter-based RNG: noise, timesteps, data order"),
+    STRING(run, out_dir, "runs/mcm", NULL, "directory for the log, samples and the resolved config"),
+    INT(run, log_every, "10", 1, NOMAX, "print and log the losses every this many steps"),
+
+    /* ------------------------------------------------------------------ [train] */
+    ENUM(train, mode, "distill", "distill|teacher|vae|vocoder",
+         "what to train: consistency distillation of the UNet, or the teacher, VAE or vocoder"),
+    INT(train, steps, NULL, 1, NOMAX, "optimizer steps to run (the run ends at this step)"),
+    INT(train, batch_size, "8", 1, 65536, "clips per optimizer step on each GPU (process)"),
+    FLOAT_GT(train, lr, "1e-5", 0, 1, "AdamW learning rate (MusicCM: 1e-5), constant"),
+    FLOAT(train, weight_decay, "0.0", 0, 1, "AdamW decoupled weight decay"),
+    FLOAT(train, grad_clip, "1.0", 0, NOMAX, "clip the global gradient norm to this; 0 = no clipping"),
+    FLOAT(train, ema_decay, "0.95", 0, 1, "rate mu of the EMA target: theta- <- mu theta- + (1-mu) theta"),
+    ENUM(train, precision, "bf16", "fp32|bf16",
+         "compute precision of the forward/backward (master weights stay fp32)"),
+    BOOL(train, adversarial, "true",
+         "add the AudioMAE discriminator loss (distill mode); false = consistency loss only"),
+    FLOAT(train, lambda_distill, "3.0", 0, NOMAX, "weight of the consistency loss: L = L_adv + lambda L_distill"),
+    INT(train, num_ddim_steps, "50", 1, 1000, "N, points of the teacher's DDIM solver grid"),
+    INT(train, skip_k, "20", 1, 1000, "k, timesteps between neighbouring grid points (N k <= 1000)"),
+    FLOAT(train, guidance_w, "2.0", 0, NOMAX, "w of the guided teacher step x + (1+w) Psi(c) - w Psi(empty)"),
+    ENUM(train, loss, "huber", "l2|huber", "distance of the consistency loss: l2 or pseudo-Huber"),
+    FLOAT_GT(train, huber_c, "0.001", 0, NOMAX, "c of the pseudo-Huber loss sqrt(d^2 + c^2) - c"),
+
+    /* ------------------------------------------------------------------ [data] */
+    STRING(data, train_shards, NULL, NULL,
+           "the prepared HDF5 training shards (latents + text embeddings): a path or a glob"),
+    INT(data, num_workers, "1", 0, 64, "loader threads per process; 0 = load in the training thread"),
+
+    /* ------------------------------------------------------------------ [checkpoint] */
+    STRING(checkpoint, dir, "checkpoints/run", NULL, "directory for this run's checkpoints"),
+    INT(checkpoint, every, "1000", 1, NOMAX, "write a checkpoint every this many steps"),
+    INT(checkpoint, keep, "3", 1, NOMAX, "keep the newest this many checkpoints, delete older ones"),
+    STRING(checkpoint, init, "", NULL,
+           "weights to start from (HDF5, e.g. the converted teacher); empty = random init"),
+
+    /* ------------------------------------------------------------------ [unet] */
+    INT(unet, in_channels, "8", 1, 1024, "latent channels in and out (the VAE's embed_dim)"),
+    INT(unet, model_channels, "128", 1, 4096, "channels of the first level"),
+    INT_LIST(unet, channel_mult, "1,2,3,5", 1, 64,
+             "channel multiplier per level (level i has model_channels * mult[i])"),
+    INT(unet, num_res_blocks, "2", 1, 16, "ResBlocks per level on the way down"),
+    INT_LIST(unet, attention_levels, "1,2,3", 0, CFG_MAX_LIST - 1,
+             "levels (0 = full resolution) that have a spatial transformer"),
+    INT(unet, num_head_channels, "32", 1, 4096, "channels per attention head (heads = channels / this)"),
+    INT(unet, context_dim, "512", 1, 65536, "size of the text embedding fed by FiLM (CLAP: 512)"),
+    INT(unet, latent_frames, "256", 1, 1 << 20, "latent time frames (10.24 s = 256)"),
+    INT(unet, latent_bins, "16", 1, 4096, "latent frequency bins (64 mel bins / 4 = 16)"),
+};
+const int MCM_SCHEMA_N = (int)(sizeof MCM_SCHEMA / sizeof MCM_SCHEMA[0]);
+_Static_assert(sizeof MCM_SCHEMA / sizeof MCM_SCHEMA[0] <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
+
+static int key_of(const char *section, const char *key) {
+  int i = config_key_index(section, key);
+  MCM_CHECK(i >= 0, "schema has no key %s.%s", section, key);
+  return i;
+}
+
+static void fmt_list(const CfgIntList *l, char *buf, size_t size) {
+  size_t n = 0;
+  buf[0] = 0;
+  for (int i = 0; i < l->n && n < size; i++)
+    n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? "," : "", (long long)l->v[i]);
+}
+
+int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size) {
+  char a[128], b[128];
+  const CfgIntList *mult = &cfg->unet.channel_mult, *att = &cfg->unet.attention_levels;
+  fmt_list(mult, a, sizeof a);
+  fmt_list(att, b, sizeof b);
+
+  /* Attention sits on existing levels, each once, in increasing order. */
+  for (int i = 0; i < att->n; i++) {
+    if (att->v[i] >= mult->n) {
+      mcm_snprintf(why, why_size,
+                   "unet.attention_levels = %s: level %lld does not exist; unet.channel_mult = %s "
+                   "has levels 0..%d",
+                   b, (long long)att->v[i], a, mult->n - 1);
+      return key_of("unet", "attention_levels");
+    }
+    if (i > 0 && att->v[i] <= att->v[i - 1]) {
+      mcm_snprintf(why, why_size, "unet.attention_levels = %s: list each level once, in increasing order", b);
+      return key_of("unet", "attention_levels");
+    }
+  }
+  /* Heads split the channels of every level that has attention. */
+  for (int i = 0; i < att->n; i++) {
+    int64_t ch = cfg->unet.model_channels * mult->v[att->v[i]];
+    if (ch % cfg->unet.num_head_channels) {
+      mcm_snprintf(why, why_size,
+                   "unet.num_head_channels = %lld does not divide the %lld channels of attention "
+                   "level %lld (model_channels %lld x channel_mult %s)",
+                   (long long)cfg->unet.num_head_channels, (long long)ch, (long long)att->v[i],
+                   (long long)cfg->unet.model_channels, a);
+      return key_of("unet", "num_head_channels");
+    }
+  }
+  /* Each level below the first halves both latent axes, and the skip connections need the
+   * halves to be exact. */
+  int64_t down = (int64_t)1 << (mult->n - 1);
+  if (cfg->unet.latent_frames % down || cfg->unet.latent_bins % down) {
+    bool frames = cfg->unet.latent_frames % down != 0;
+    mcm_snprintf(why, why_size,
+                 "unet.%s = %lld is not divisible by %lld, the downsampling of a UNet with %d "
+                 "levels (unet.channel_mult = %s)",
+                 frames ? "latent_frames" : "latent_bins",
+                 (long long)(frames ? cfg->unet.latent_frames : cfg->unet.latent_bins), (long long)down,
+                 mult->n, a);
+    return key_of("unet", frames ? "latent_frames" : "latent_bins");
+  }
+  /* The DDIM grid t = k, 2k, ..., N k (minus one) lies in the teacher's 1000 timesteps. */
+  if (cfg->train.num_ddim_steps * cfg->train.skip_k > 1000) {
+    mcm_snprintf(why, why_size,
+                 "train.skip_k = %lld with train.num_ddim_steps = %lld spans %lld timesteps; the "
+                 "teacher has 1000 (use N k <= 1000, e.g. 50 x 20)",
+                 (long long)cfg->train.skip_k, (long long)cfg->train.num_ddim_steps,
+                 (long long)(cfg->train.skip_k * cfg->train.num_ddim_steps));
+    return key_of("train", "skip_k");
+  }
+  return -1;
+}
