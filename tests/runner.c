@@ -27,6 +27,7 @@ typedef struct {
   const char *name, *file;
   TestFn fn;
   int expect_exit;
+  const char *expect_msg;
 } TestCase;
 
 /* Registration happens in constructors before main; this table is written only then. */
@@ -35,12 +36,12 @@ static int g_n_tests;
 static int g_failures;      /* failures recorded in the current test */
 static char g_tmpdir[512];
 
-void test_register(const char *name, const char *file, TestFn fn, int expect_exit) {
+void test_register(const char *name, const char *file, TestFn fn, int expect_exit, const char *expect_msg) {
   if (g_n_tests == MAX_TESTS) {
     fprintf(stderr, "test runner: more than %d tests\n", MAX_TESTS);
     exit(2);
   }
-  g_tests[g_n_tests++] = (TestCase){name, file, fn, expect_exit};
+  g_tests[g_n_tests++] = (TestCase){name, file, fn, expect_exit, expect_msg};
 }
 
 void test_fail(const char *file, int line, const char *fmt, ...) {
@@ -100,12 +101,19 @@ static bool run_forked(const TestCase *t, double *seconds) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   fflush(stdout);
   fflush(stderr);
+  /* A test that checks its exit message writes stderr to a file the parent reads. */
+  FILE *errf = t->expect_msg ? tmpfile() : NULL;
+  if (t->expect_msg && !errf) {
+    fprintf(stderr, "test runner: tmpfile: %s\n", strerror(errno));
+    exit(2);
+  }
   pid_t pid = fork();
   if (pid < 0) {
     fprintf(stderr, "test runner: fork: %s\n", strerror(errno));
     exit(2);
   }
   if (pid == 0) {
+    if (errf) dup2(fileno(errf), STDERR_FILENO);
     alarm(TEST_TIMEOUT_S);
     int f = run_inline(t);
     fflush(stdout);
@@ -122,15 +130,27 @@ static bool run_forked(const TestCase *t, double *seconds) {
   clock_gettime(CLOCK_MONOTONIC, &t1);
   *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
   if (WIFSIGNALED(status)) {
+    if (errf) fclose(errf);
     int sig = WTERMSIG(status);
     fprintf(stderr, "    FAIL %s: killed by signal %d (%s)%s\n", t->name, sig, strsignal(sig),
             sig == SIGALRM ? " -- timed out" : "");
     return false;
   }
   int code = WEXITSTATUS(status);
+  bool msg_ok = true;
+  if (errf) {
+    char text[8192];
+    rewind(errf);
+    size_t n = fread(text, 1, sizeof text - 1, errf);
+    text[n] = 0;
+    fclose(errf);
+    fputs(text, stderr);
+    msg_ok = strstr(text, t->expect_msg) != NULL;
+    if (!msg_ok) fprintf(stderr, "    FAIL %s: stderr does not contain \"%s\"\n", t->name, t->expect_msg);
+  }
   if (t->expect_exit >= 0) {
     if (code != t->expect_exit) fprintf(stderr, "    FAIL %s: exit status %d, expected %d\n", t->name, code, t->expect_exit);
-    return code == t->expect_exit;
+    return code == t->expect_exit && msg_ok;
   }
   return code == 0;
 }

@@ -5,7 +5,8 @@
  *
  * EXPECT records a failure and goes on; ASSERT records it and ends the test.
  * TEST_EXIT(name, code) declares a test that must end by calling exit(code) (for code paths
- * that exit on purpose, like a fatal check).
+ * that exit on purpose, like a fatal check); TEST_EXIT_MSG(name, code, "text") also requires
+ * its stderr to contain "text".
  */
 #pragma once
 #include <math.h>
@@ -14,7 +15,7 @@
 #include <stdlib.h>
 
 typedef void (*TestFn)(void);
-void test_register(const char *name, const char *file, TestFn fn, int expect_exit);
+void test_register(const char *name, const char *file, TestFn fn, int expect_exit, const char *expect_msg);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 _Noreturn void test_abort(void);
 /* A scratch directory for this test (created fresh, removed after a pass). */
@@ -23,15 +24,16 @@ const char *test_tmpdir(void);
 #define TEST_PATH(name) test_path((char[512]){0}, 512, (name))
 char *test_path(char *buf, size_t size, const char *name);
 
-#define TEST_REGISTER_(name, code)                                                   \
+#define TEST_REGISTER_(name, code, msg)                                              \
   static void name(void);                                                            \
   __attribute__((constructor)) static void register_##name(void) {                   \
-    test_register(#name, __FILE__, name, (code));                                    \
+    test_register(#name, __FILE__, name, (code), (msg));                             \
   }                                                                                  \
   static void name(void)
 
-#define TEST(name) TEST_REGISTER_(name, -1)
-#define TEST_EXIT(name, code) TEST_REGISTER_(name, (code))
+#define TEST(name) TEST_REGISTER_(name, -1, NULL)
+#define TEST_EXIT(name, code) TEST_REGISTER_(name, (code), NULL)
+#define TEST_EXIT_MSG(name, code, msg) TEST_REGISTER_(name, (code), (msg))
 
 #define EXPECT(cond, ...)                                    \
   do {                                                       \

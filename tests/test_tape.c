@@ -184,7 +184,7 @@ TEST(conv2d_matches_direct_sum) {
   ctx_destroy(ctx);
 }
 
-TEST_EXIT(op_shape_mismatch_is_fatal, 1) {
+TEST_EXIT_MSG(op_shape_mismatch_is_fatal, 1, "linear 'fc.weight': x has shape [2, 5], its last dimension must be 4 (weight [3, 4])") {
   Ctx *ctx = ctx_create_cpu(0);
   Tensor *x = tensor_new(ctx, DT_F32, SHAPE(2, 5));
   Tensor *w = param_new(ctx, "fc.weight", DT_F32, SHAPE(3, 4), true);

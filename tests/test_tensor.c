@@ -100,12 +100,12 @@ TEST(cuda_request_without_gpu_falls_back_to_cpu) {
   ctx_destroy(ctx);
 }
 
-TEST_EXIT(cpu_op_on_bf16_is_a_clear_error, 1) {
+TEST_EXIT_MSG(cpu_op_on_bf16_is_a_clear_error, 1, "silu: x is bf16, expected fp32") {
   Ctx *ctx = ctx_create_cpu(0);
   op_silu(ctx, tensor_new(ctx, DT_BF16, SHAPE(4))); /* exits: the CPU reference computes in fp32 */
 }
 
-TEST_EXIT(backward_needs_a_scalar_loss, 1) {
+TEST_EXIT_MSG(backward_needs_a_scalar_loss, 1, "the loss must have one element, it has shape [4]") {
   Ctx *ctx = ctx_create_cpu(0);
   backward(ctx, tensor_new(ctx, DT_F32, SHAPE(4)));
 }
