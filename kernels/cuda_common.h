@@ -64,4 +64,27 @@ template <>
 __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+/* Sum over a block of BLOCK threads (a multiple of 32, at most 1024) in a fixed order, so
+ * repeated runs agree bit for bit; the total is valid in thread 0. */
+template <int BLOCK>
+__device__ __forceinline__ float block_sum(float v) {
+  static_assert(BLOCK % 32 == 0 && BLOCK <= 1024, "block_sum: BLOCK must be a multiple of 32, <= 1024");
+  __shared__ float warp_sums[BLOCK / 32];
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < BLOCK / 32 ? warp_sums[threadIdx.x] : 0.0f;
+  if (warp == 0)
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  return v;
+}
+
+/* TENSOR_SHAPE_STR for C++ (which has no compound literals): ShapeStr(t).c_str(). */
+struct ShapeStr {
+  char s[96];
+  explicit ShapeStr(const Tensor *t) { shape_str(s, sizeof s, t->ndim, t->shape); }
+  const char *c_str() const { return s; }
+};
 #endif
