@@ -71,6 +71,7 @@ static void mse_backward(Ctx *ctx, TapeNode *node) {
 
 Tensor *op_mse(Ctx *ctx, Tensor *a, Tensor *b) {
   CHECK_SAME_SHAPE("mse", a, b);
+  MCM_CHECK(a->dtype == b->dtype, "mse: dtypes %s and %s differ", dtype_name(a->dtype), dtype_name(b->dtype));
   if (ctx->dev == DEV_CPU) {
     CHECK_DTYPE("mse", a, DT_F32);
     CHECK_DTYPE("mse", b, DT_F32);
