@@ -51,3 +51,44 @@ int64_t check_close(const char *what, const float *got, const float *ref, int64_
               tol.atol + tol.rtol * fabs((double)ref[worst]));
   return n_bad;
 }
+
+Tensor *case_input(OpCase *c, const char *name, float lo, float hi, int ndim, const int64_t *shape) {
+  ASSERT(c->n_in < MAX_IN, "too many inputs");
+  Tensor *t = tensor_new(c->ctx, c->dtype, ndim, shape);
+  float *h = MALLOC_CHECK((size_t)t->numel * sizeof(float));
+  host_uniform(h, t->numel, 1000 + (uint64_t)c->n_in, lo, hi, c->bf16_values);
+  tensor_from_host_f32(c->ctx, t, h);
+  free(h);
+  t->requires_grad = true;
+  c->in[c->n_in] = t;
+  c->in_name[c->n_in++] = name;
+  return t;
+}
+
+
+Tensor *case_const(OpCase *c, float lo, float hi, int ndim, const int64_t *shape) {
+  Tensor *t = tensor_new(c->ctx, c->dtype, ndim, shape);
+  float *h = MALLOC_CHECK((size_t)t->numel * sizeof(float));
+  host_uniform(h, t->numel, 2000 + (uint64_t)c->n_const++, lo, hi, c->bf16_values);
+  tensor_from_host_f32(c->ctx, t, h);
+  free(h);
+  return t;
+}
+
+/* Registration happens in constructors, before main: the table is written only then. */
+#define MAX_GPU_OPS 512
+static const OpEntry *g_rows[MAX_GPU_OPS];
+static int g_n_rows;
+
+void gpu_ops_register(const OpEntry *rows, int n) {
+  for (int i = 0; i < n; i++) {
+    if (g_n_rows == MAX_GPU_OPS) {
+      fprintf(stderr, "gpu_ops_register: more than %d rows\n", MAX_GPU_OPS);
+      exit(2);
+    }
+    g_rows[g_n_rows++] = &rows[i];
+  }
+}
+
+int gpu_ops_count(void) { return g_n_rows; }
+const OpEntry *gpu_ops_get(int i) { return g_rows[i]; }

@@ -20,68 +20,7 @@
 #include "kernels/ops.h"
 #include "tests/test.h"
 
-/* ------------------------------------------------------------------ tolerances
- * One table per precision; each entry below names the row it uses. */
-
-/* fp32 pointwise (activations, add/sub/mul/scale): the same formula on both sides. CUDA's
- * expf/tanhf are within 2 ulp of glibc's and nvcc may fuse a multiply-add, so results
- * differ by a few ulp: rtol 1e-5 (~80 ulp) and atol 1e-6 for results near zero. */
-static const Tol F32_POINTWISE = {1e-6f, 1e-5f};
-/* fp32 GEMM and convolution: dot products of K ≤ 200 terms of size O(1), summed in another
- * order (OpenBLAS vs cuBLAS/cuDNN tiling, split-K, cuDNN's Winograd/FFT transforms):
- * error ~ ε·√K·Σ|terms| ≈ 1e-5 here; 1e-4 leaves a margin and still catches any wrong
- * index (errors of O(1)). */
-static const Tol F32_GEMM = {1e-4f, 1e-4f};
-/* fp32 reductions: the GPU sums in fp32 over a tree, the CPU in double. For n ≈ 4.5e3
- * values in [-1, 1] the rounding walk is ~ ε·√(n·log2 n)·0.6 ≈ 1e-5 absolute on a sum of
- * size ~40; atol 1e-4 (rtol 1e-5 for the gradients, which are exact broadcasts). */
-static const Tol F32_REDUCE = {1e-4f, 1e-5f};
-/* The same for n ≈ 5e5: the walk grows to ~1e-4 on a sum of size ~400. */
-static const Tol F32_REDUCE_LARGE = {1e-3f, 1e-5f};
-/* bf16 pointwise and reductions (8-bit mantissa): inputs are the same bf16 values on both
- * sides and the GPU computes in fp32, so the difference is the final rounding of each
- * result to bf16: half an ulp, 2^-9 ≈ 2e-3 relative (reduction outputs stay fp32, their
- * gradients are bf16). rtol 1e-2 is 5 half-ulps; atol 1e-3 for results near zero. */
-static const Tol BF16_POINTWISE = {1e-3f, 1e-2f};
-/* bf16 GEMM and convolution: as above, but results are rounded twice (product, then the
- * bias add) and cuDNN's bf16 algorithms may keep Winograd transforms or split-K partials
- * in bf16, which costs ~2^-8·Σ|terms| on outputs that partly cancel: 2e-2 both ways. */
-static const Tol BF16_GEMM = {2e-2f, 2e-2f};
-
 /* ------------------------------------------------------------------ the harness */
-
-#define MAX_IN 6
-
-/* One run of one entry on one context. */
-typedef struct OpCase {
-  Ctx *ctx;
-  DType dtype;       /* of the op's inputs on this context (always fp32 on the CPU) */
-  bool bf16_values;  /* inputs rounded to bf16: a bf16 run, on both contexts */
-  int n_in;
-  Tensor *in[MAX_IN];
-  const char *in_name[MAX_IN];
-} OpCase;
-
-/* An input that requires a gradient: uniform in [lo, hi), the same values on every
- * context (the seed is the input's position in the entry). */
-static Tensor *case_input(OpCase *c, const char *name, float lo, float hi, int ndim, const int64_t *shape) {
-  ASSERT(c->n_in < MAX_IN, "too many inputs");
-  Tensor *t = tensor_new(c->ctx, c->dtype, ndim, shape);
-  float *h = MALLOC_CHECK((size_t)t->numel * sizeof(float));
-  host_uniform(h, t->numel, 1000 + (uint64_t)c->n_in, lo, hi, c->bf16_values);
-  tensor_from_host_f32(c->ctx, t, h);
-  free(h);
-  t->requires_grad = true;
-  c->in[c->n_in] = t;
-  c->in_name[c->n_in++] = name;
-  return t;
-}
-
-typedef struct OpEntry {
-  const char *name;
-  Tensor *(*forward)(OpCase *c); /* makes its inputs with case_input, returns the op's output */
-  Tol tol[2];                    /* [DT_F32], [DT_BF16] */
-} OpEntry;
 
 /* What one run produced, on the host: the output, then each input's gradient. */
 typedef struct RunResult {
@@ -195,9 +134,9 @@ static Tensor *fw_mse(OpCase *c) {
   return op_mse(c->ctx, a, b);
 }
 
-#define POINTWISE {F32_POINTWISE, BF16_POINTWISE}
-#define GEMM {F32_GEMM, BF16_GEMM}
-static const OpEntry OPS[] = {
+#define POINTWISE POINTWISE_TOL
+#define GEMM GEMM_TOL
+static const OpEntry BASE_OPS[] = {
     {"linear", fw_linear, GEMM},
     {"linear_nobias", fw_linear_nobias, GEMM},
     {"conv2d_3x3_pad1", fw_conv_3x3, GEMM},
@@ -218,7 +157,7 @@ static const OpEntry OPS[] = {
     {"mean", fw_mean, {F32_REDUCE, BF16_POINTWISE}},
     {"mse", fw_mse, {F32_REDUCE, BF16_POINTWISE}},
 };
-#define N_OPS (int)(sizeof OPS / sizeof OPS[0])
+GPU_OPS_REGISTER(BASE_OPS)
 
 /* ------------------------------------------------------------------ the tests */
 
@@ -246,8 +185,8 @@ static void check_table(DType prec) {
   Ctx *cpu = ctx_create_cpu(1), *gpu = gpu_ctx();
   const char *pname = dtype_name(prec);
   printf("  %s: worst |gpu - ref| per tensor (in units of the tolerance)\n", gpu->device_name);
-  for (int k = 0; k < N_OPS; k++) {
-    const OpEntry *e = &OPS[k];
+  for (int k = 0; k < gpu_ops_count(); k++) {
+    const OpEntry *e = gpu_ops_get(k);
     if (!selected(e)) continue;
     Tol tol = e->tol[prec];
     RunResult ref, got;
@@ -287,8 +226,8 @@ TEST(gpu_ops_deterministic) {
   const char *names[] = {"sum", "sum_large", "mean", "mse", "conv2d_3x3_pad1", "conv2d_asym_pad_0101"};
   for (int p = 0; p < 2; p++) {
     DType prec = p ? DT_BF16 : DT_F32;
-    for (int k = 0; k < N_OPS; k++) {
-      const OpEntry *e = &OPS[k];
+    for (int k = 0; k < gpu_ops_count(); k++) {
+      const OpEntry *e = gpu_ops_get(k);
       bool wanted = false;
       for (size_t j = 0; j < sizeof names / sizeof names[0]; j++) wanted |= !strcmp(e->name, names[j]);
       if (!wanted) continue;
