@@ -90,6 +90,7 @@ static hid_t mem_type(const TensorFile *tf, DType dt) {
   case DT_F32: return H5T_NATIVE_FLOAT;
   case DT_BF16: return H5T_NATIVE_UINT16;
   case DT_F16: return tf->f16;
+  case DT_I32: break; /* tensor files hold floating-point tensors only */
   }
   MCM_FATAL("bad dtype %d", (int)dt);
 }
@@ -99,6 +100,7 @@ static hid_t file_type(const TensorFile *tf, DType dt) {
   case DT_F32: return H5T_IEEE_F32LE;
   case DT_BF16: return H5T_STD_U16LE;
   case DT_F16: return tf->f16;
+  case DT_I32: break; /* tensor files hold floating-point tensors only */
   }
   MCM_FATAL("bad dtype %d", (int)dt);
 }
@@ -118,6 +120,7 @@ static float to_f32(DType dt, const void *src, int64_t i) {
   case DT_F32: return ((const float *)src)[i];
   case DT_BF16: return bf16_to_f32(((const uint16_t *)src)[i]);
   case DT_F16: return f16_to_f32(((const uint16_t *)src)[i]);
+  case DT_I32: break;
   }
   MCM_FATAL("bad dtype %d", (int)dt);
 }
@@ -127,6 +130,7 @@ static void from_f32(DType dt, void *dst, int64_t i, float x) {
   case DT_F32: ((float *)dst)[i] = x; return;
   case DT_BF16: ((uint16_t *)dst)[i] = f32_to_bf16(x); return;
   case DT_F16: ((uint16_t *)dst)[i] = f32_to_f16(x); return;
+  case DT_I32: break;
   }
   MCM_FATAL("bad dtype %d", (int)dt);
 }

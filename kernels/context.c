@@ -223,7 +223,8 @@ void ctx_sync(Ctx *ctx) { ON_DEVICE(ctx, (void)0, cuda_sync(ctx)); }
 /* ------------------------------------------------------------------ tensors */
 
 Tensor *tensor_new(Ctx *ctx, DType dtype, int ndim, const int64_t *shape) {
-  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16, "compute tensors are fp32 or bf16, not %s", dtype_name(dtype));
+  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16 || dtype == DT_I32, "compute tensors are fp32, bf16 or int32, not %s",
+            dtype_name(dtype));
   Tensor *t = ctx_alloc_host(ctx, sizeof *t);
   tensor_init_header(t, dtype, ctx->dev, ndim, shape);
   t->data = ctx_alloc_act(ctx, tensor_bytes(t));
@@ -239,7 +240,8 @@ Tensor *tensor_zeros(Ctx *ctx, DType dtype, int ndim, const int64_t *shape) {
 Tensor *tensor_like(Ctx *ctx, const Tensor *t) { return tensor_new(ctx, t->dtype, t->ndim, t->shape); }
 
 Tensor *tensor_new_persistent(Ctx *ctx, DType dtype, int ndim, const int64_t *shape) {
-  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16, "compute tensors are fp32 or bf16, not %s", dtype_name(dtype));
+  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16 || dtype == DT_I32, "compute tensors are fp32, bf16 or int32, not %s",
+            dtype_name(dtype));
   Tensor *t = ctx_alloc_persistent_host(ctx, sizeof *t);
   tensor_init_header(t, dtype, ctx->dev, ndim, shape);
   t->data = ctx_alloc_persistent(ctx, tensor_bytes(t));
@@ -310,7 +312,36 @@ void tensor_to_host_f32(Ctx *ctx, const Tensor *t, float *dst) {
 #endif
 }
 
+static void copy_raw_to(Ctx *ctx, Tensor *t, const void *src) {
+  if (t->dev == DEV_CPU) {
+    memcpy(t->data, src, tensor_bytes(t));
+    return;
+  }
+#if MCM_CUDA
+  cuda_h2d(ctx, t->data, src, tensor_bytes(t));
+  cuda_sync(ctx);
+#endif
+}
+
+void tensor_from_host_i32(Ctx *ctx, Tensor *t, const int32_t *src) {
+  CHECK_DTYPE("tensor_from_host_i32", t, DT_I32);
+  copy_raw_to(ctx, t, src);
+}
+
+void tensor_to_host_i32(Ctx *ctx, const Tensor *t, int32_t *dst) {
+  CHECK_DTYPE("tensor_to_host_i32", t, DT_I32);
+  if (t->dev == DEV_CPU) {
+    memcpy(dst, t->data, tensor_bytes(t));
+    return;
+  }
+#if MCM_CUDA
+  cuda_d2h(ctx, dst, t->data, tensor_bytes(t));
+  cuda_sync(ctx);
+#endif
+}
+
 void tensor_fill(Ctx *ctx, Tensor *t, float value) {
+  MCM_CHECK(t->dtype != DT_I32, "tensor_fill: int32 tensors are filled with tensor_from_host_i32");
   if (t->dev == DEV_CPU) {
     if (t->dtype == DT_F32) {
       float *d = t->data;

@@ -104,6 +104,9 @@ void param_set_trainable(Ctx *ctx, Tensor *p, bool trainable);
 void tensor_from_host_f32(Ctx *ctx, Tensor *t, const float *src);
 void tensor_to_host_f32(Ctx *ctx, const Tensor *t, float *dst);
 void tensor_fill(Ctx *ctx, Tensor *t, float value);
+/* int32 index tensors (token ids, labels). */
+void tensor_from_host_i32(Ctx *ctx, Tensor *t, const int32_t *src);
+void tensor_to_host_i32(Ctx *ctx, const Tensor *t, int32_t *dst);
 /* Copies values (and converts dtype) between two tensors of the same shape. */
 void tensor_copy(Ctx *ctx, Tensor *dst, const Tensor *src);
 /* Waits for the device to finish (no-op on the CPU). */

@@ -8,6 +8,7 @@ size_t dtype_size(DType dt) {
     case DT_F32: return 4;
     case DT_BF16: return 2;
     case DT_F16: return 2;
+    case DT_I32: return 4;
   }
   MCM_FATAL("unknown dtype %d", (int)dt);
 }
@@ -17,6 +18,7 @@ const char *dtype_name(DType dt) {
     case DT_F32: return "fp32";
     case DT_BF16: return "bf16";
     case DT_F16: return "fp16";
+    case DT_I32: return "int32";
   }
   return "unknown-dtype";
 }

@@ -18,6 +18,7 @@ typedef enum DType {
   DT_F32 = 0,
   DT_BF16 = 1,
   DT_F16 = 2, /* storage only: tensor files may hold it; compute never uses it */
+  DT_I32 = 3, /* indices (token ids, labels): never requires a gradient */
 } DType;
 
 typedef enum DevKind { DEV_CPU = 0, DEV_CUDA = 1 } DevKind;
