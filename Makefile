@@ -128,8 +128,12 @@ GPU_TEST_OBJ := $(GPU_TEST_C:%.c=$(BUILD)/gpu_%.o)
 GPU_TEST_BIN := $(BUILD)/mcm_tests_gpu
 
 BINS := train infer
+BENCH_CPU := $(BUILD)/bench_cpu
+# Kernel workbench: each tools/workbench/*.cu is one standalone program (CUDA builds only).
+WORKBENCH_CU := $(wildcard tools/workbench/*.cu)
+WORKBENCH_BIN := $(WORKBENCH_CU:tools/workbench/%.cu=$(BUILD)/workbench/%)
 
-.PHONY: all test test-gpu bench deps clean FORCE
+.PHONY: all test test-gpu bench bench-cpu workbench deps clean FORCE
 all: $(BINS)
 
 $(BUILD)/%.o: %.c
@@ -180,7 +184,25 @@ test-gpu:
 endif
 
 bench:
-	@echo "make bench: no benchmark exists yet (the op library issue adds them)."; exit 1
+	@echo "make bench: the GPU benchmark against PyTorch does not exist yet; make bench-cpu times the CPU ops."; exit 1
+
+$(BENCH_CPU): $(BUILD)/tools/bench_cpu.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+bench-cpu: $(BENCH_CPU)
+	./$(BENCH_CPU) $(REPS)
+
+ifeq ($(USE_CUDA),1)
+$(BUILD)/workbench/%: tools/workbench/%.cu $(LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC_PATH) $(NVCCFLAGS) $< -o $@ $(LIB) $(filter-out -lstdc++,$(LDLIBS)) -Xcompiler -fopenmp
+
+workbench: $(WORKBENCH_BIN)
+	@echo "workbench programs: $(WORKBENCH_BIN)"
+else
+workbench:
+	@echo "make workbench: the kernel workbench needs a CUDA build ($(CUDA_WHY))"; exit 1
+endif
 
 deps:
 	tools/install-deps.sh
