@@ -36,6 +36,7 @@ HDF5_LIBS   := $(shell pkg-config --libs hdf5 2>/dev/null)
 INIH_LIBS   := $(shell pkg-config --libs inih 2>/dev/null)
 BLAS_LIBS   := -lopenblas
 SNDFILE_LIBS := $(shell pkg-config --libs sndfile 2>/dev/null)
+AUDIO_LIBS  := $(shell pkg-config --libs soxr fftw3f jansson libpng fluidsynth 2>/dev/null)
 
 NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 ifeq ($(CUDA),0)
@@ -100,7 +101,7 @@ endif
 BUILD := build/$(if $(filter 1,$(SAN)),san,$(if $(filter 1,$(USE_CUDA)),cuda,cpu))
 CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
           -fopenmp -ffp-contract=off -I. $(HDF5_CFLAGS) -DMCM_CUDA=$(USE_CUDA) -MMD -MP
-LDLIBS := $(HDF5_LIBS) $(INIH_LIBS) $(SNDFILE_LIBS) $(BLAS_LIBS) -lm -lpthread
+LDLIBS := $(HDF5_LIBS) $(INIH_LIBS) $(SNDFILE_LIBS) $(AUDIO_LIBS) $(BLAS_LIBS) -lm -lpthread
 LDFLAGS := -fopenmp
 ifeq ($(SAN),1)
   CFLAGS += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -11,7 +11,13 @@ PACKAGES=(
   libopenblas-dev   # CPU matrix products (cblas)
   libhdf5-dev       # tensor files, checkpoints, data shards
   libinih-dev       # INI configuration parser
-  libsndfile1-dev   # audio reading and writing
+  libsndfile1-dev   # audio reading and writing (WAV, FLAC, OGG, ...)
+  libsoxr-dev       # high-quality resampling to 16 kHz
+  libfftw3-dev      # FFTs for the mel front end (single precision: libfftw3f)
+  libjansson-dev    # JSON manifests
+  libpng-dev        # spectrogram pictures (./infer --mel-png)
+  libfluidsynth-dev # rendering the demo dataset from generated MIDI
+  fluid-soundfont-gm # the General MIDI SoundFont the demo dataset is rendered with
 )
 
 missing=()
