@@ -129,13 +129,16 @@ GPU_TEST_OBJ := $(GPU_TEST_C:%.c=$(BUILD)/gpu_%.o)
 GPU_TEST_BIN := $(BUILD)/mcm_tests_gpu
 
 BINS := train infer
-BENCH_CPU := $(BUILD)/bench_cpu
+# Every tools/*.c is a standalone program: build/<flavour>/tools/<name>.
+TOOLS_C := $(wildcard tools/*.c)
+TOOLS_BIN := $(TOOLS_C:tools/%.c=$(BUILD)/tools/%)
+BENCH_CPU := $(BUILD)/tools/bench_cpu
 # Kernel workbench: each tools/workbench/*.cu is one standalone program (CUDA builds only).
 WORKBENCH_CU := $(wildcard tools/workbench/*.cu)
 WORKBENCH_BIN := $(WORKBENCH_CU:tools/workbench/%.cu=$(BUILD)/workbench/%)
 
 .PHONY: all test test-gpu bench bench-cpu workbench deps clean FORCE
-all: $(BINS)
+all: $(BINS) $(TOOLS_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -187,7 +190,7 @@ endif
 bench:
 	@echo "make bench: the GPU benchmark against PyTorch does not exist yet; make bench-cpu times the CPU ops."; exit 1
 
-$(BENCH_CPU): $(BUILD)/tools/bench_cpu.o $(LIB)
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
 bench-cpu: $(BENCH_CPU)
@@ -212,4 +215,4 @@ clean:
 	rm -rf build $(BINS)
 
 -include $(shell find build -name '*.d' 2>/dev/null)
-.SECONDARY: $(BINS:%=$(BUILD)/%.o)
+.SECONDARY: $(BINS:%=$(BUILD)/%.o) $(TOOLS_C:%.c=$(BUILD)/%.o)
