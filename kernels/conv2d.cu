@@ -149,19 +149,6 @@ void launch_crop_add(Ctx *ctx, void *dx, const void *dxp, const ConvGeom &g) {
   CUDA_LAUNCH_CHECK();
 }
 
-template <typename T>
-void launch_bias_add(Ctx *ctx, void *y, const void *b, const ConvGeom &g) {
-  int64_t P = (int64_t)g.HO * g.WO, n = (int64_t)g.B * g.COUT * P;
-  bias_add_kernel<<<cuda_blocks(n, kThreads), kThreads, 0, CTX_STREAM(ctx)>>>((T *)y, (const T *)b, n, g.COUT, P);
-  CUDA_LAUNCH_CHECK();
-}
-
-template <typename T>
-void launch_bias_grad(Ctx *ctx, void *db, const void *dy, const ConvGeom &g) {
-  bias_grad_kernel<<<g.COUT, kThreads, 0, CTX_STREAM(ctx)>>>((T *)db, (const T *)dy, g.B, g.COUT,
-                                                              (int64_t)g.HO * g.WO);
-  CUDA_LAUNCH_CHECK();
-}
 
 /* x's data as cuDNN must see it: x itself, or a zero-padded copy in the arena. */
 const void *padded_input(Ctx *ctx, const Tensor *x, const ConvGeom &g) {
@@ -269,12 +256,7 @@ void conv2d_forward_cuda(Ctx *ctx, Tensor *y, const Tensor *x, const Tensor *w, 
   CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, xin, d.w, w->data, d.conv, (cudnnConvolutionFwdAlgo_t)c.algo,
                                       ctx->workspace, c.ws, &zero, d.y, y->data));
   descs_destroy(d);
-  if (b) {
-    if (dt == DT_F32)
-      launch_bias_add<float>(ctx, y->data, b->data, g);
-    else
-      launch_bias_add<__nv_bfloat16>(ctx, y->data, b->data, g);
-  }
+  if (b) channel_bias_add_cuda(ctx, y, b);
 }
 
 void conv2d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
@@ -290,12 +272,7 @@ void conv2d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Te
   if (dw) check_tensor(op, "dw", dw, dt, g.COUT, g.CIN, g.KH, g.KW);
   if (db) check_bias(op, "db", db, dt, g.COUT);
 
-  if (db) {
-    if (dt == DT_F32)
-      launch_bias_grad<float>(ctx, db->data, dy->data, g);
-    else
-      launch_bias_grad<__nv_bfloat16>(ctx, db->data, dy->data, g);
-  }
+  if (db) channel_bias_grad_cuda(ctx, db, dy);
   if (!dx && !dw) return;
 
   cudnnHandle_t h = (cudnnHandle_t)ctx->cudnn;
@@ -341,4 +318,34 @@ void conv2d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Te
     }
   }
   descs_destroy(d);
+}
+
+/* ------------------------------------------------------------------ per-channel bias (shared with conv1d) */
+
+void channel_bias_add_cuda(Ctx *ctx, Tensor *y, const Tensor *b) {
+  int64_t n = y->numel, C = y->shape[1], P = C ? n / (y->shape[0] * C) : 0;
+  MCM_CHECK(b->numel == C && b->dtype == y->dtype, "channel_bias_add_cuda: bias %s for output %s", ShapeStr(b).c_str(),
+            ShapeStr(y).c_str());
+  if (n == 0) return;
+  if (y->dtype == DT_F32)
+    bias_add_kernel<<<cuda_blocks(n, kThreads), kThreads, 0, CTX_STREAM(ctx)>>>((float *)y->data, (const float *)b->data,
+                                                                                n, (int)C, P);
+  else
+    bias_add_kernel<<<cuda_blocks(n, kThreads), kThreads, 0, CTX_STREAM(ctx)>>>(
+        (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)b->data, n, (int)C, P);
+  CUDA_LAUNCH_CHECK();
+}
+
+void channel_bias_grad_cuda(Ctx *ctx, Tensor *db, const Tensor *dy) {
+  int64_t C = dy->shape[1], B = dy->shape[0], P = C && B ? dy->numel / (B * C) : 0;
+  MCM_CHECK(db->numel == C && db->dtype == dy->dtype, "channel_bias_grad_cuda: bias grad %s for %s", ShapeStr(db).c_str(),
+            ShapeStr(dy).c_str());
+  if (C == 0) return;
+  if (dy->dtype == DT_F32)
+    bias_grad_kernel<<<(unsigned)C, kThreads, 0, CTX_STREAM(ctx)>>>((float *)db->data, (const float *)dy->data, (int)B,
+                                                                   (int)C, P);
+  else
+    bias_grad_kernel<<<(unsigned)C, kThreads, 0, CTX_STREAM(ctx)>>>((__nv_bfloat16 *)db->data,
+                                                                   (const __nv_bfloat16 *)dy->data, (int)B, (int)C, P);
+  CUDA_LAUNCH_CHECK();
 }

@@ -30,6 +30,11 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dy, const
 void conv2d_forward_cuda(Ctx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, Conv2dArgs a);
 void conv2d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                           const Tensor *w, Conv2dArgs a);
+/* Per-channel bias for any (B, C, ...) output, shared by the convolutions:
+ * y += b broadcast over batch and positions; db += Σ over batch and positions of dy
+ * (one block per channel, fixed order: deterministic). */
+void channel_bias_add_cuda(Ctx *ctx, Tensor *y, const Tensor *b);
+void channel_bias_grad_cuda(Ctx *ctx, Tensor *db, const Tensor *dy);
 #endif
 
 #ifdef __cplusplus

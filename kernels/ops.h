@@ -7,3 +7,4 @@
 #include "reduce.h"
 #include "tape.h"
 #include "shape.h"
+#include "conv1d.h"
