@@ -8,3 +8,4 @@
 #include "tape.h"
 #include "shape.h"
 #include "conv1d.h"
+#include "upsample.h"

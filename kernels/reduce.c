@@ -2,6 +2,7 @@
 #include "reduce.h"
 
 #include "cuda_api.h"
+#include "shape.h"
 
 double sum_cpu(const float *x, int64_t n) {
   double s = 0.0;
@@ -83,4 +84,71 @@ Tensor *op_mse(Ctx *ctx, Tensor *a, Tensor *b) {
   Tensor *in[2] = {a, b};
   if (tape_wants(ctx, 2, in)) tape_record(ctx, "mse", mse_backward, y, 2, in, 0);
   return y;
+}
+
+/* ------------------------------------------------------------------ along one dim */
+
+void sum_dim_forward_cpu(float *y, const float *x, int64_t outer, int64_t R, int64_t inner, float scale) {
+#pragma omp parallel for collapse(2) if (outer * R * inner > 65536)
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const float *xo = x + o * R * inner + i;
+      double s = 0.0;
+      for (int64_t r = 0; r < R; r++) s += xo[r * inner];
+      y[o * inner + i] = (float)(scale * s);
+    }
+}
+
+void sum_dim_backward_cpu(float *dx, const float *dy, int64_t outer, int64_t R, int64_t inner, float scale) {
+#pragma omp parallel for collapse(2) if (outer * R * inner > 65536)
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t r = 0; r < R; r++) {
+      float *d = dx + (o * R + r) * inner;
+      const float *g = dy + o * inner;
+      for (int64_t i = 0; i < inner; i++) d[i] += scale * g[i];
+    }
+}
+
+typedef struct {
+  int dim;
+  float scale;
+} DimSaved;
+
+static void sum_dim_backward(Ctx *ctx, TapeNode *node) {
+  Tensor *x = node->in[0], *dx = grad_of(ctx, x), *dy = node->out->grad;
+  DimSaved *s = node->saved;
+  int64_t outer, R, inner;
+  shape_split(x, s->dim, &outer, &R, &inner);
+  ON_DEVICE(ctx, sum_dim_backward_cpu(dx->data, dy->data, outer, R, inner, s->scale),
+            sum_dim_backward_cuda(ctx, dx, dy, s->dim, s->scale));
+}
+
+static Tensor *scaled_sum_dim(Ctx *ctx, Tensor *x, int dim, bool keepdim, bool mean, const char *name) {
+  dim = shape_norm_dim(name, dim, x->ndim);
+  if (ctx->dev == DEV_CPU) CHECK_DTYPE(name, x, DT_F32);
+  int64_t outer, R, inner, shape[MCM_MAX_DIMS];
+  shape_split(x, dim, &outer, &R, &inner);
+  MCM_CHECK(!mean || R > 0, "%s: dim %d of x %s is empty; its mean is undefined", name, dim, TENSOR_SHAPE_STR(x));
+  float scale = mean ? 1.0f / (float)R : 1.0f;
+  int ndim = 0;
+  for (int d = 0; d < x->ndim; d++)
+    if (d != dim) shape[ndim++] = x->shape[d];
+    else if (keepdim) shape[ndim++] = 1;
+  if (ndim == 0) shape[ndim++] = 1; /* a rank-1 x reduces to (1), not to a rank-0 tensor */
+  Tensor *y = tensor_new(ctx, x->dtype, ndim, shape);
+  ON_DEVICE(ctx, sum_dim_forward_cpu(y->data, x->data, outer, R, inner, scale),
+            sum_dim_forward_cuda(ctx, y, x, dim, scale));
+  if (tape_wants(ctx, 1, &x)) {
+    TapeNode *node = tape_record(ctx, name, sum_dim_backward, y, 1, &x, sizeof(DimSaved));
+    ((DimSaved *)node->saved)->dim = dim;
+    ((DimSaved *)node->saved)->scale = scale;
+  }
+  return y;
+}
+
+Tensor *op_sum_dim(Ctx *ctx, Tensor *x, int dim, bool keepdim) {
+  return scaled_sum_dim(ctx, x, dim, keepdim, false, "sum_dim");
+}
+Tensor *op_mean_dim(Ctx *ctx, Tensor *x, int dim, bool keepdim) {
+  return scaled_sum_dim(ctx, x, dim, keepdim, true, "mean_dim");
 }
