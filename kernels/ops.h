@@ -9,3 +9,4 @@
 #include "shape.h"
 #include "conv1d.h"
 #include "upsample.h"
+#include "norm.h"
