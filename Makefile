@@ -128,7 +128,7 @@ GPU_TEST_C := tests/runner.c $(wildcard tests/gpu/*.c)
 GPU_TEST_OBJ := $(GPU_TEST_C:%.c=$(BUILD)/gpu_%.o)
 GPU_TEST_BIN := $(BUILD)/mcm_tests_gpu
 
-BINS := train infer
+BINS := train infer $(if $(wildcard prepare.c),prepare)
 # Every tools/*.c is a standalone program: build/<flavour>/tools/<name>.
 TOOLS_C := $(wildcard tools/*.c)
 TOOLS_BIN := $(TOOLS_C:tools/%.c=$(BUILD)/tools/%)
