@@ -197,9 +197,12 @@ bench-cpu: $(BENCH_CPU)
 	./$(BENCH_CPU) $(REPS)
 
 ifeq ($(USE_CUDA),1)
-$(BUILD)/workbench/%: tools/workbench/%.cu $(LIB)
+$(BUILD)/workbench/%.o: tools/workbench/%.cu
 	@mkdir -p $(dir $@)
-	$(NVCC_PATH) $(NVCCFLAGS) $< -o $@ $(LIB) $(filter-out -lstdc++,$(LDLIBS)) -Xcompiler -fopenmp
+	$(NVCC_PATH) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/workbench/%: $(BUILD)/workbench/%.o $(LIB)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
 workbench: $(WORKBENCH_BIN)
 	@echo "workbench programs: $(WORKBENCH_BIN)"

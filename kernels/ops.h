@@ -10,3 +10,5 @@
 #include "conv1d.h"
 #include "upsample.h"
 #include "norm.h"
+#include "softmax.h"
+#include "attention.h"
