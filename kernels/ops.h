@@ -12,3 +12,6 @@
 #include "norm.h"
 #include "softmax.h"
 #include "attention.h"
+#include "matmul.h"
+#include "embedding.h"
+#include "normalize.h"

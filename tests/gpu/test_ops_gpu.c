@@ -225,7 +225,7 @@ TEST(gpu_ops_deterministic) {
   Ctx *gpu = gpu_ctx();
   const char *names[] = {"sum",          "sum_large",          "mean", "mse", "conv2d_3x3_pad1", "conv2d_asym_pad_0101",
                          "conv1d_circular_k9", "conv_transpose1d_u5_k16", "sum_dim_last", "sum_dim_long_rows",
-                         "sum_dim_mid", "mean_dim_tokens"};
+                         "sum_dim_mid", "mean_dim_tokens", "embedding_wide", "spectral_norm_wide"};
   for (int p = 0; p < 2; p++) {
     DType prec = p ? DT_BF16 : DT_F32;
     for (int k = 0; k < gpu_ops_count(); k++) {
