@@ -1,4 +1,4 @@
-/* Pointwise activations: CPU reference, dispatch and tape (see activation.h). */
+/* Activations: CPU reference, dispatch and tape (see activation.h). */
 #include "activation.h"
 
 #include <math.h>
@@ -6,63 +6,133 @@
 #include "cuda_api.h"
 
 const char *act_name(Act act) {
-  static const char *names[] = {"silu", "relu", "tanh"};
-  return (unsigned)act < 3 ? names[act] : "unknown-activation";
+  static const char *names[ACT_COUNT] = {"silu", "relu", "tanh", "gelu", "leaky_relu"};
+  return (unsigned)act < ACT_COUNT ? names[act] : "unknown-activation";
 }
 
-void act_forward_cpu(float *y, const float *x, int64_t n, Act act) {
+#define INV_SQRT2 0.70710678118654752f
+#define INV_SQRT_2PI 0.39894228040143268f
+
+static float gelu_value(float v) { return 0.5f * v * (1.0f + erff(v * INV_SQRT2)); }
+
+/* d/dx [x·Φ(x)] = Φ(x) + x·φ(x), Φ the normal CDF, φ its density. */
+static float gelu_grad(float v) {
+  float cdf = 0.5f * (1.0f + erff(v * INV_SQRT2));
+  return cdf + v * INV_SQRT_2PI * expf(-0.5f * v * v);
+}
+
+static float act_value(float v, Act act, float slope) {
+  switch (act) {
+    case ACT_SILU: return v / (1.0f + expf(-v));
+    case ACT_RELU: return v > 0.0f ? v : 0.0f;
+    case ACT_TANH: return tanhf(v);
+    case ACT_GELU: return gelu_value(v);
+    case ACT_LEAKY_RELU: return v > 0.0f ? v : slope * v;
+  }
+  return 0.0f;
+}
+
+static float act_grad(float v, Act act, float slope) {
+  switch (act) {
+    case ACT_SILU: {
+      float s = 1.0f / (1.0f + expf(-v));
+      return s * (1.0f + v * (1.0f - s));
+    }
+    case ACT_RELU: return v > 0.0f ? 1.0f : 0.0f;
+    case ACT_TANH: {
+      float t = tanhf(v);
+      return 1.0f - t * t;
+    }
+    case ACT_GELU: return gelu_grad(v);
+    case ACT_LEAKY_RELU: return v > 0.0f ? 1.0f : slope;
+  }
+  return 0.0f;
+}
+
+void act_forward_cpu(float *y, const float *x, int64_t n, Act act, float slope) {
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; i++) {
-    float v = x[i];
-    switch (act) {
-      case ACT_SILU: y[i] = v / (1.0f + expf(-v)); break;
-      case ACT_RELU: y[i] = v > 0.0f ? v : 0.0f; break;
-      case ACT_TANH: y[i] = tanhf(v); break;
+  for (int64_t i = 0; i < n; i++) y[i] = act_value(x[i], act, slope);
+}
+
+void act_backward_cpu(float *dx, const float *dy, const float *x, int64_t n, Act act, float slope) {
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; i++) dx[i] += act_grad(x[i], act, slope) * dy[i];
+}
+
+void geglu_forward_cpu(float *y, const float *x, int64_t rows, int64_t C) {
+#pragma omp parallel for if (rows * C > 65536)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *a = x + r * 2 * C, *g = a + C;
+    for (int64_t c = 0; c < C; c++) y[r * C + c] = a[c] * gelu_value(g[c]);
+  }
+}
+
+void geglu_backward_cpu(float *dx, const float *dy, const float *x, int64_t rows, int64_t C) {
+#pragma omp parallel for if (rows * C > 65536)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *a = x + r * 2 * C, *g = a + C, *d = dy + r * C;
+    float *da = dx + r * 2 * C, *dg = da + C;
+    for (int64_t c = 0; c < C; c++) {
+      da[c] += gelu_value(g[c]) * d[c];
+      dg[c] += a[c] * gelu_grad(g[c]) * d[c];
     }
   }
 }
 
-void act_backward_cpu(float *dx, const float *dy, const float *x, int64_t n, Act act) {
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; i++) {
-    float v = x[i], d = 0.0f;
-    switch (act) {
-      case ACT_SILU: {
-        float s = 1.0f / (1.0f + expf(-v));
-        d = s * (1.0f + v * (1.0f - s));
-        break;
-      }
-      case ACT_RELU: d = v > 0.0f ? 1.0f : 0.0f; break;
-      case ACT_TANH: {
-        float t = tanhf(v);
-        d = 1.0f - t * t;
-        break;
-      }
-    }
-    dx[i] += d * dy[i];
-  }
-}
+/* ---------------------------------------------------------------- pointwise ops */
 
 typedef struct {
   Act act;
+  float slope;
 } ActSaved;
 
 static void act_backward(Ctx *ctx, TapeNode *node) {
-  Tensor *x = node->in[0];
-  Act act = ((ActSaved *)node->saved)->act;
+  Tensor *x = node->in[0], *dy = node->out->grad;
+  ActSaved s = *(ActSaved *)node->saved;
   Tensor *dx = grad_of(ctx, x);
-  ON_DEVICE(ctx, act_backward_cpu(dx->data, node->out->grad->data, x->data, x->numel, act),
-            act_backward_cuda(ctx, dx, node->out->grad, x, act));
+  ON_DEVICE(ctx, act_backward_cpu(dx->data, dy->data, x->data, x->numel, s.act, s.slope),
+            act_backward_cuda(ctx, dx, dy, x, s.act, s.slope));
 }
 
-Tensor *op_act(Ctx *ctx, Tensor *x, Act act) {
-  MCM_CHECK((unsigned)act < 3, "op_act: unknown activation %d", (int)act);
+static Tensor *act_op(Ctx *ctx, Tensor *x, Act act, float slope) {
+  MCM_CHECK((unsigned)act < ACT_COUNT, "op_act: unknown activation %d", (int)act);
   if (ctx->dev == DEV_CPU) CHECK_DTYPE(act_name(act), x, DT_F32);
   Tensor *y = tensor_like(ctx, x);
-  ON_DEVICE(ctx, act_forward_cpu(y->data, x->data, x->numel, act), act_forward_cuda(ctx, y, x, act));
+  ON_DEVICE(ctx, act_forward_cpu(y->data, x->data, x->numel, act, slope), act_forward_cuda(ctx, y, x, act, slope));
   if (tape_wants(ctx, 1, &x)) {
     TapeNode *node = tape_record(ctx, act_name(act), act_backward, y, 1, &x, sizeof(ActSaved));
-    ((ActSaved *)node->saved)->act = act;
+    *(ActSaved *)node->saved = (ActSaved){act, slope};
   }
+  return y;
+}
+
+Tensor *op_act(Ctx *ctx, Tensor *x, Act act) { return act_op(ctx, x, act, LEAKY_RELU_DEFAULT_SLOPE); }
+
+Tensor *op_leaky_relu(Ctx *ctx, Tensor *x, float slope) {
+  MCM_CHECK(isfinite(slope), "leaky_relu: the slope must be finite, got %g", (double)slope);
+  return act_op(ctx, x, ACT_LEAKY_RELU, slope);
+}
+
+/* ---------------------------------------------------------------- GEGLU */
+
+static void geglu_backward(Ctx *ctx, TapeNode *node) {
+  Tensor *x = node->in[0], *dy = node->out->grad, *dx = grad_of(ctx, x);
+  int64_t C = node->out->shape[node->out->ndim - 1];
+  ON_DEVICE(ctx, geglu_backward_cpu(dx->data, dy->data, x->data, C ? x->numel / (2 * C) : 0, C),
+            geglu_backward_cuda(ctx, dx, dy, x));
+}
+
+Tensor *op_geglu(Ctx *ctx, Tensor *x) {
+  int64_t last = x->shape[x->ndim - 1];
+  MCM_CHECK(last % 2 == 0, "geglu: x has shape %s, its last dimension must be even (value ‖ gate)",
+            TENSOR_SHAPE_STR(x));
+  if (ctx->dev == DEV_CPU) CHECK_DTYPE("geglu", x, DT_F32);
+  int64_t shape[MCM_MAX_DIMS];
+  memcpy(shape, x->shape, sizeof shape);
+  int64_t C = last / 2;
+  shape[x->ndim - 1] = C;
+  Tensor *y = tensor_new(ctx, x->dtype, x->ndim, shape);
+  ON_DEVICE(ctx, geglu_forward_cpu(y->data, x->data, C ? x->numel / last : 0, C), geglu_forward_cuda(ctx, y, x));
+  if (tape_wants(ctx, 1, &x)) tape_record(ctx, "geglu", geglu_backward, y, 1, &x, 0);
   return y;
 }
