@@ -137,7 +137,7 @@ BENCH_CPU := $(BUILD)/tools/bench_cpu
 WORKBENCH_CU := $(wildcard tools/workbench/*.cu)
 WORKBENCH_BIN := $(WORKBENCH_CU:tools/workbench/%.cu=$(BUILD)/workbench/%)
 
-.PHONY: all test test-gpu bench bench-cpu workbench deps clean FORCE
+.PHONY: all test test-gpu bench bench-cpu workbench demo-data deps clean FORCE
 all: $(BINS) $(TOOLS_BIN)
 
 $(BUILD)/%.o: %.c
@@ -210,6 +210,11 @@ else
 workbench:
 	@echo "make workbench: the kernel workbench needs a CUDA build ($(CUDA_WHY))"; exit 1
 endif
+
+# The demo dataset: generated MIDI rendered with fluidsynth (data/demo/, not committed).
+DEMO_CLIPS ?= 200
+demo-data: $(BUILD)/tools/make_demo_dataset
+	./$(BUILD)/tools/make_demo_dataset --out data/demo --clips $(DEMO_CLIPS) --seconds 10.24 --seed 0
 
 deps:
 	tools/install-deps.sh
