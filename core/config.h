@@ -76,6 +76,17 @@ typedef struct Config {
     CfgIntList attention_levels;
     int64_t num_head_channels, context_dim, latent_frames, latent_bins;
   } unet;
+  struct {
+    int64_t rate, n_fft, hop, win, n_mels;
+    double fmin, fmax, log_floor;
+  } mel;
+  struct {
+    int64_t segment_frames;
+    char crop[CFG_MAX_STRING]; /* segments | first */
+    int64_t hop_frames;
+    double min_fraction, min_seconds, silence_threshold;
+    int64_t shard_size, threads;
+  } prepare;
   /* Per schema row (same index as MCM_SCHEMA): "default", "file.ini:12", "--set", or ""
    * when the key has not been set at all (only possible for a required key). */
   char origin[CFG_MAX_KEYS][CFG_MAX_ORIGIN];

@@ -108,6 +108,32 @@ const CfgKey MCM_SCHEMA[] = {
     INT(unet, context_dim, "512", 1, 65536, "size of the text embedding fed by FiLM (CLAP: 512)"),
     INT(unet, latent_frames, "256", 1, 1 << 20, "latent time frames (10.24 s = 256)"),
     INT(unet, latent_bins, "16", 1, 4096, "latent frequency bins (64 mel bins / 4 = 16)"),
+
+    /* ------------------------------------------------------------------ [mel] */
+    INT(mel, rate, "16000", 1000, 384000, "sample rate of the mel front end (audio is resampled to it)"),
+    INT(mel, n_fft, "1024", 16, 65536, "FFT size of the STFT (even)"),
+    INT(mel, hop, "160", 1, 65536, "STFT hop in samples (160 = 10 ms at 16 kHz)"),
+    INT(mel, win, "1024", 2, 65536, "Hann window length in samples, centred in n_fft (<= n_fft)"),
+    INT(mel, n_mels, "64", 1, 1024, "mel bins (Slaney scale and area normalisation)"),
+    FLOAT(mel, fmin, "0", 0, NOMAX, "lowest mel filter edge in Hz"),
+    FLOAT_GT(mel, fmax, "8000", 0, NOMAX, "highest mel filter edge in Hz (<= rate / 2)"),
+    FLOAT_GT(mel, log_floor, "1e-5", 0, 1, "the mel is ln(max(mel, log_floor))"),
+
+    /* ------------------------------------------------------------------ [prepare] */
+    INT(prepare, segment_frames, "1024", 1, 1 << 20,
+        "mel frames per training segment (1024 = 10.24 s at hop 160); a segment is frames x hop samples"),
+    ENUM(prepare, crop, "segments", "segments|first",
+         "segments: every full window, hop_frames apart, plus a padded last partial one if it holds "
+         ">= min_fraction of a window; first: the first window only, zero-padded"),
+    INT(prepare, hop_frames, "1024", 1, 1 << 20,
+        "crop = segments: windows start every hop_frames x hop samples (= segment_frames: no overlap)"),
+    FLOAT_GT(prepare, min_fraction, "0.5", 0, 1,
+             "crop = segments: keep the last partial window if it holds at least this fraction of a window"),
+    FLOAT(prepare, min_seconds, "1.0", 0, NOMAX, "skip files shorter than this (reported as too short)"),
+    FLOAT(prepare, silence_threshold, "1e-4", 0, 1,
+          "a file or window whose peak |x| (before normalisation) is at most this is silent and skipped"),
+    INT(prepare, shard_size, "512", 1, 1 << 24, "segments per shard file (the last shard may hold fewer)"),
+    INT(prepare, threads, "0", 0, 256, "worker threads reading and transforming audio; 0 = one per CPU core"),
 };
 const int MCM_SCHEMA_N = (int)(sizeof MCM_SCHEMA / sizeof MCM_SCHEMA[0]);
 _Static_assert(sizeof MCM_SCHEMA / sizeof MCM_SCHEMA[0] <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
@@ -178,6 +204,34 @@ int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size) {
                  (long long)cfg->train.skip_k, (long long)cfg->train.num_ddim_steps,
                  (long long)(cfg->train.skip_k * cfg->train.num_ddim_steps));
     return key_of("train", "skip_k");
+  }
+  /* The mel front end: what mel_create checks, said in config terms. */
+  if (cfg->mel.n_fft % 2) {
+    mcm_snprintf(why, why_size, "mel.n_fft = %lld must be even", (long long)cfg->mel.n_fft);
+    return key_of("mel", "n_fft");
+  }
+  if (cfg->mel.win > cfg->mel.n_fft) {
+    mcm_snprintf(why, why_size, "mel.win = %lld is longer than mel.n_fft = %lld (the window sits inside the FFT)",
+                 (long long)cfg->mel.win, (long long)cfg->mel.n_fft);
+    return key_of("mel", "win");
+  }
+  if (cfg->mel.fmax > cfg->mel.rate / 2.0) {
+    mcm_snprintf(why, why_size, "mel.fmax = %g Hz is above the Nyquist frequency %g Hz of mel.rate = %lld",
+                 cfg->mel.fmax, cfg->mel.rate / 2.0, (long long)cfg->mel.rate);
+    return key_of("mel", "fmax");
+  }
+  if (cfg->mel.fmin >= cfg->mel.fmax) {
+    mcm_snprintf(why, why_size, "mel.fmin = %g Hz must be below mel.fmax = %g Hz", cfg->mel.fmin, cfg->mel.fmax);
+    return key_of("mel", "fmin");
+  }
+  /* A segment must be long enough for the STFT's centre (reflect) padding. */
+  if (cfg->prepare.segment_frames * cfg->mel.hop <= cfg->mel.n_fft / 2) {
+    mcm_snprintf(why, why_size,
+                 "prepare.segment_frames = %lld x mel.hop = %lld is %lld samples, too short for mel.n_fft = %lld "
+                 "(needs more than n_fft / 2)",
+                 (long long)cfg->prepare.segment_frames, (long long)cfg->mel.hop,
+                 (long long)(cfg->prepare.segment_frames * cfg->mel.hop), (long long)cfg->mel.n_fft);
+    return key_of("prepare", "segment_frames");
   }
   return -1;
 }

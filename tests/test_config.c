@@ -159,7 +159,25 @@ TEST(config_full_file_sets_every_key) {
              "dir = ck\n"
              "every = 7\n" /* 40 */
              "keep = 1\n"
-             "init = weights/teacher.h5\n");
+             "init = weights/teacher.h5\n"
+             "[mel]\n"
+             "rate = 22050\n"
+             "n_fft = 2048\n"
+             "hop = 256\n"
+             "win = 2048\n"
+             "n_mels = 80\n"
+             "fmin = 20\n"
+             "fmax = 11025\n"
+             "log_floor = 1e-6\n"
+             "[prepare]\n"
+             "segment_frames = 512\n"
+             "crop = first\n"
+             "hop_frames = 256\n"
+             "min_fraction = 0.25\n"
+             "min_seconds = 2\n"
+             "silence_threshold = 0.001\n"
+             "shard_size = 64\n"
+             "threads = 2\n");
   Config cfg;
   McmErr err = {{0}};
   config_defaults(&cfg);
