@@ -2,6 +2,8 @@
  * on-disk format and the guarantees). */
 #include "core/tensorfile.h"
 
+#include "core/io.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -288,7 +290,7 @@ static int get_str_attr(hid_t obj, const char *name, char **value, char *why, si
 
 /* ---------------------------------------------------------------- create / write / commit */
 
-static hid_t make_fapl(void) {
+hid_t h5_file_access(void) {
   hid_t fapl = H5_CHECK(H5Pcreate(H5P_FILE_ACCESS));
   /* 1.8-era structures (dense link and attribute storage) that any HDF5 >= 1.10 reads. */
   H5_CHECK(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V110));
@@ -340,7 +342,7 @@ TensorFile *tf_create(const char *path, McmErr *err) {
     return NULL;
   }
   close(fd);
-  hid_t fapl = make_fapl();
+  hid_t fapl = h5_file_access();
   hid_t fcpl = H5_CHECK(H5Pcreate(H5P_FILE_CREATE));
   H5_CHECK(H5Pset_obj_track_times(fcpl, 0)); /* the root group's header: no timestamps either */
   hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
@@ -486,18 +488,6 @@ int tf_set_attr(TensorFile *tf, const char *name, const char *value, McmErr *err
   return 0;
 }
 
-static int fsync_path(const char *path, bool dir) {
-  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  /* Some filesystems cannot fsync a directory; the rename is then as durable as they allow. */
-  if (rc < 0 && dir && (errno == EINVAL || errno == ENOTSUP)) rc = 0;
-  int e = errno;
-  close(fd);
-  errno = e;
-  return rc;
-}
-
 int tf_commit(TensorFile *tf, McmErr *err) {
   MCM_CHECK(tf && tf->tmp, "tf_commit on %s, which was opened for reading", tf ? tf->path : "(null)");
   int rc = 0;
@@ -510,23 +500,15 @@ int tf_commit(TensorFile *tf, McmErr *err) {
     tf->file = -1;
     if (c < 0) rc = mcm_err(err, "%s: cannot close %s: %s (hint: is the disk full?)", tf->path, tf->tmp, H5MSG());
   }
-  if (rc == 0 && fsync_path(tf->tmp, false) < 0)
-    rc = mcm_err(err, "%s: cannot fsync %s: %s", tf->path, tf->tmp, strerror(errno));
-  if (rc == 0 && rename(tf->tmp, tf->path) < 0)
-    rc = mcm_err(err, "%s: cannot rename %s over it: %s", tf->path, tf->tmp, strerror(errno));
-  if (rc != 0) {
+  if (rc == 0) {
+    rc = file_publish(tf->tmp, tf->path, err); /* removes the tmp itself on failure */
+    free(tf->tmp);
+    tf->tmp = NULL;
+  }
+  if (rc != 0 && tf->tmp) {
     tf_abort(tf);
     return rc;
   }
-  char *dir = xstrdup(tf->path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) strcpy(dir, ".");
-  else if (slash == dir) slash[1] = 0;
-  else *slash = 0;
-  if (fsync_path(dir, true) < 0)
-    rc = mcm_err(err, "%s: written, but fsync of its directory %s failed: %s (a crash now may lose it)", tf->path,
-                 dir, strerror(errno));
-  free(dir);
   tf_free(tf);
   return rc;
 }
@@ -558,7 +540,7 @@ TensorFile *tf_open(const char *path, McmErr *err) {
     return NULL;
   }
   close(fd);
-  hid_t fapl = make_fapl();
+  hid_t fapl = h5_file_access();
   hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   char why[512];
   if (file < 0) h5_error_str(why, sizeof why); /* before the next API call clears the stack */

@@ -68,6 +68,9 @@ char *h5_error_str(char *buf, size_t size);
 
 /* Turns HDF5's automatic error printing off for this process (idempotent). */
 void h5_quiet(void);
+/* The file-access settings every mcm HDF5 file is opened with (format bounds readable by
+ * HDF5 >= 1.10, strong close, tolerant locking). Close it with H5Pclose. */
+hid_t h5_file_access(void);
 
 /* ---------------------------------------------------------------- tensor files */
 

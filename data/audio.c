@@ -2,6 +2,8 @@
  * See audio.h for the contract. */
 #include "audio.h"
 
+#include "core/io.h"
+
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -268,19 +270,6 @@ static int write_pcm16(int fd, const char *path, const float *x, int64_t n, int 
   return rc;
 }
 
-static void fsync_dir_of(const char *path) {
-  char dir[PATH_MAX];
-  mcm_snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) mcm_snprintf(dir, sizeof dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  (void)fsync(fd); /* some filesystems cannot fsync a directory; the rename is as durable as they allow */
-  close(fd);
-}
-
 int audio_write(const char *path, const float *x, int64_t n, int rate, AudioFormat fmt, bool *scaled, McmErr *err) {
   if (scaled) *scaled = false;
   if (n <= 0) return mcm_err(err, "cannot write '%s': no samples (%lld)", path, (long long)n);
@@ -302,8 +291,7 @@ int audio_write(const char *path, const float *x, int64_t n, int rate, AudioForm
   /* The temporary name is unique per process and thread, so concurrent writers of
    * different outputs never share one; a stale one from a killed writer is replaced. */
   char tmp[PATH_MAX];
-  int len = snprintf(tmp, sizeof tmp, "%s.tmp.%d.%d", path, (int)getpid(), (int)gettid());
-  if (len < 0 || len >= (int)sizeof tmp) return mcm_err(err, "cannot write '%s': path too long", path);
+  if (file_tmp_name(tmp, sizeof tmp, path, err)) return -1;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0 && errno == EEXIST) {
     unlink(tmp);
@@ -312,13 +300,10 @@ int audio_write(const char *path, const float *x, int64_t n, int rate, AudioForm
   if (fd < 0) return mcm_err(err, "cannot write '%s': %s", path, strerror(errno));
 
   int rc = write_pcm16(fd, path, x, n, rate, fmt, gain, err);
-  if (rc == 0 && fsync(fd) != 0) rc = mcm_err(err, "cannot write '%s': fsync: %s", path, strerror(errno));
   if (close(fd) != 0 && rc == 0) rc = mcm_err(err, "cannot write '%s': close: %s", path, strerror(errno));
-  if (rc == 0 && rename(tmp, path) != 0) rc = mcm_err(err, "cannot write '%s': rename: %s", path, strerror(errno));
   if (rc != 0) {
     unlink(tmp);
     return rc;
   }
-  fsync_dir_of(path);
-  return 0;
+  return file_publish(tmp, path, err);
 }

@@ -5,11 +5,12 @@
 #include <jansson.h>
 #include <math.h>
 #include <omp.h>
-#include <sndfile.h>
-#include <soxr.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/io.h"
+#include "data/audio.h"
 
 #define FADE_OUT_SECONDS 0.02 /* so a clip does not end on a click */
 #define PEAK 0.9f
@@ -56,30 +57,6 @@ static int make_dirs(const char *path, McmErr *err) {
   return 0;
 }
 
-/* Renames tmp to path, or removes tmp and reports. */
-static int commit(const char *tmp, const char *path, McmErr *err) {
-  if (rename(tmp, path) == 0) return 0;
-  int e = errno;
-  unlink(tmp);
-  return mcm_err(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(e));
-}
-
-static int write_wav(const char *path, const short *pcm, size_t n, McmErr *err) {
-  char tmp[4200];
-  mcm_snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  SF_INFO info = {.samplerate = DEMO_SAMPLE_RATE, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_PCM_16};
-  SNDFILE *sf = sf_open(tmp, SFM_WRITE, &info);
-  if (!sf) return mcm_err(err, "cannot write '%s': %s (hint: check the output directory's permissions)", tmp, sf_strerror(NULL));
-  sf_count_t w = sf_write_short(sf, pcm, (sf_count_t)n);
-  char why[256];
-  mcm_snprintf(why, sizeof why, "%s", sf_strerror(sf));
-  if (sf_close(sf) != 0 || w != (sf_count_t)n) {
-    unlink(tmp);
-    return mcm_err(err, "cannot write '%s': %s (hint: check free disk space)", tmp, why);
-  }
-  return commit(tmp, path, err);
-}
-
 /* One clip: compose, render at DEMO_RENDER_RATE, mix to mono, resample, normalise, write. */
 static int build_clip(const DemoOptions *o, const MidiRenderer *r, int index, DemoClip *clip, McmErr *err) {
   MidiScore score;
@@ -88,16 +65,16 @@ static int build_clip(const DemoOptions *o, const MidiRenderer *r, int index, De
   /* A few frames past the end so the resampler's last outputs see real input. */
   size_t n44 = (size_t)ceil((double)n16 * DEMO_RENDER_RATE / DEMO_SAMPLE_RATE) + 64;
   float *left = MALLOC_CHECK(n44 * sizeof(float)), *right = MALLOC_CHECK(n44 * sizeof(float));
-  float *mono = MALLOC_CHECK(n16 * sizeof(float));
-  short *pcm = MALLOC_CHECK(n16 * sizeof(short));
+  float *mono = NULL;
+  int64_t n_mono = 0;
   midi_render(r, &score, left, right, n44);
   for (size_t i = 0; i < n44; i++) left[i] = 0.5f * (left[i] + right[i]);
-
-  soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
-  size_t done = 0;
-  soxr_error_t e = soxr_oneshot(DEMO_RENDER_RATE, DEMO_SAMPLE_RATE, 1, left, n44, NULL, mono, n16, &done, NULL, &q, NULL);
-  MCM_CHECK(!e, "soxr_oneshot %d -> %d Hz failed: %s", DEMO_RENDER_RATE, DEMO_SAMPLE_RATE, e);
-  for (size_t i = done; i < n16; i++) mono[i] = 0;
+  if (audio_resample(left, (int64_t)n44, DEMO_RENDER_RATE, DEMO_SAMPLE_RATE, &mono, &n_mono, err)) {
+    free(left), free(right);
+    midi_score_free(&score);
+    return -1;
+  }
+  MCM_CHECK((size_t)n_mono >= n16, "resampled %lld samples, need %zu", (long long)n_mono, n16);
 
   float peak = 0;
   for (size_t i = 0; i < n16; i++) peak = fmaxf(peak, fabsf(mono[i]));
@@ -112,23 +89,22 @@ static int build_clip(const DemoOptions *o, const MidiRenderer *r, int index, De
   for (size_t i = 0; i < n16; i++) {
     float g = PEAK / peak;
     if (i >= n16 - fade) g *= (float)(n16 - i) / (float)(fade + 1);
-    long v = lrintf(mono[i] * g * 32767.0f);
-    pcm[i] = (short)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
+    mono[i] *= g;
   }
   mcm_snprintf(path, sizeof path, "%s/audio/clip_%05d.wav", o->out_dir, index);
-  if ((rc = write_wav(path, pcm, n16, err))) goto out;
+  if ((rc = audio_write(path, mono, (int64_t)n16, DEMO_SAMPLE_RATE, AUDIO_WAV16, NULL, err))) goto out;
   if (o->write_midi) {
     mcm_snprintf(path, sizeof path, "%s/midi/clip_%05d.mid", o->out_dir, index);
     rc = midi_save(&score, path, err);
   }
 out:
-  free(left), free(right), free(mono), free(pcm);
+  free(left), free(right), free(mono);
   midi_score_free(&score);
   return rc;
 }
 
 static int write_manifest(const DemoOptions *o, const DemoClip *clips, McmErr *err) {
-  char path[4200], tmp[4300];
+  char path[4200];
   json_t *root = json_object(), *data = json_array();
   MCM_CHECK(root && data, "jansson: out of memory");
   for (int i = 0; i < o->clips; i++) {
@@ -147,26 +123,24 @@ static int write_manifest(const DemoOptions *o, const DemoClip *clips, McmErr *e
   }
   json_object_set_new(root, "data", data);
   mcm_snprintf(path, sizeof path, "%s/manifest.json", o->out_dir);
-  mcm_snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int rc = json_dump_file(root, tmp, JSON_INDENT(1));
+  char *text = json_dumps(root, JSON_INDENT(1));
   json_decref(root);
-  if (rc != 0) {
-    unlink(tmp);
-    return mcm_err(err, "cannot write '%s' (hint: check free disk space and permissions)", tmp);
-  }
-  if (commit(tmp, path, err)) return -1;
+  MCM_CHECK(text, "jansson: out of memory");
+  int rc = file_write_atomic(path, text, strlen(text), err);
+  free(text);
+  if (rc) return -1;
 
   /* captions.lst: the AudioLDM inference list form, "wav|caption" per line. */
   mcm_snprintf(path, sizeof path, "%s/captions.lst", o->out_dir);
-  mcm_snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "w");
-  if (!f) return mcm_err(err, "cannot write '%s': %s", tmp, strerror(errno));
+  char *list = NULL;
+  size_t list_n = 0;
+  FILE *f = open_memstream(&list, &list_n);
+  MCM_CHECK(f, "open_memstream: %s", strerror(errno));
   for (int i = 0; i < o->clips; i++) fprintf(f, "audio/clip_%05d.wav|%s\n", i, clips[i].caption);
-  if (ferror(f) | fclose(f)) {
-    unlink(tmp);
-    return mcm_err(err, "cannot write '%s' (hint: check free disk space)", tmp);
-  }
-  return commit(tmp, path, err);
+  fclose(f);
+  rc = file_write_atomic(path, list, list_n, err);
+  free(list);
+  return rc;
 }
 
 /* Every program the composer can pick must be in the SoundFont, or parts would be silent. */

@@ -42,34 +42,6 @@ static char *dup_printf(const char *fmt, ...) {
   return s;
 }
 
-bool utf8_valid(const char *str, size_t n) {
-  const unsigned char *s = (const unsigned char *)str;
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    int len;
-    unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
-    else return false; /* continuation byte first, overlong lead C0/C1, or F5..FF */
-    if (i + (size_t)len > n) return false;
-    for (int k = 1; k < len; k++) {
-      if ((s[i + k] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false; /* overlong */
-    if (cp >= 0xD800 && cp <= 0xDFFF) return false;                          /* surrogate */
-    if (cp > 0x10FFFF) return false;
-    i += (size_t)len;
-  }
-  return true;
-}
-
 /* Length of the well-formed UTF-8 sequence at s[0..n), or 0 if it is not one. */
 static size_t utf8_seq(const char *s, size_t n) {
   size_t len = (unsigned char)s[0] < 0x80 ? 1 : (unsigned char)s[0] < 0xE0 ? 2 : (unsigned char)s[0] < 0xF0 ? 3 : 4;

@@ -29,6 +29,7 @@
  *     where ("file:line") and the reason, and reading goes on.
  */
 #pragma once
+#include "core/io.h" /* utf8_valid */
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -72,9 +73,6 @@ void manifest_free(Manifest *m);
  * fast, no vocals." Tags outside the built-in vocabulary are appended as "tagged <t>". */
 char *mtt_caption(const char *const *tags, int n);
 
-/* True when s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or code points
- * above U+10FFFF). */
-bool utf8_valid(const char *s, size_t n);
 
 #ifdef __cplusplus
 }

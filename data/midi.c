@@ -1,6 +1,8 @@
 /* Score model, Standard MIDI File writer and fluidsynth renderer (see midi.h). */
 #include "midi.h"
 
+#include "core/io.h"
+
 #include <fluidsynth.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -193,22 +195,9 @@ size_t midi_smf_bytes(const MidiScore *s, uint8_t **out) {
 int midi_save(const MidiScore *s, const char *path, McmErr *err) {
   uint8_t *bytes;
   size_t n = midi_smf_bytes(s, &bytes);
-  char tmp[4096];
-  mcm_snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
-    free(bytes);
-    return mcm_err(err, "cannot write MIDI file '%s': %s", tmp, strerror(errno));
-  }
-  bool ok = fwrite(bytes, 1, n, f) == n;
-  ok = (fclose(f) == 0) && ok;
+  int rc = file_write_atomic(path, bytes, n, err);
   free(bytes);
-  if (!ok || rename(tmp, path) != 0) {
-    int e = errno;
-    unlink(tmp);
-    return mcm_err(err, "cannot write MIDI file '%s': %s (hint: check free disk space)", path, strerror(e));
-  }
-  return 0;
+  return rc;
 }
 
 /* ------------------------------------------------------------------ fluidsynth */

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "data/audio.h"
 #include "data/shard.h"
 
@@ -179,15 +180,15 @@ static FILE *open_tmp(const char *path, McmErr *err) {
   return f;
 }
 
-/* Flushes, fsyncs, closes and renames "<path>.tmp" over path. */
+/* Flushes and closes f, then publishes "<path>.tmp" over path (core/io.h). */
 static int commit_tmp(FILE *f, const char *path, McmErr *err) {
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   int rc = 0;
-  if (fflush(f) != 0 || fsync(fileno(f)) != 0) rc = mcm_err(err, "cannot write '%s': %s", tmp, strerror(errno));
+  if (fflush(f) != 0) rc = mcm_err(err, "cannot write '%s': %s", tmp, strerror(errno));
   if (fclose(f) != 0 && rc == 0) rc = mcm_err(err, "cannot write '%s': %s", tmp, strerror(errno));
-  if (rc == 0 && rename(tmp, path) != 0) rc = mcm_err(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-  if (rc) unlink(tmp);
+  if (rc == 0) return file_publish(tmp, path, err);
+  unlink(tmp);
   return rc;
 }
 

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/io.h"
 #include "core/tensorfile.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -47,73 +48,8 @@ static int64_t first_nonfinite(const float *x, int64_t n) {
   return -1;
 }
 
-/* Well-formed UTF-8: no overlong forms, surrogates or code points above U+10FFFF. */
-static bool utf8_ok(const char *str) {
-  const unsigned char *s = (const unsigned char *)str;
-  while (*s) {
-    unsigned c = *s++;
-    if (c < 0x80) continue;
-    int more;
-    unsigned lo = 0x80, hi = 0xBF; /* range of the next byte */
-    if (c >= 0xC2 && c <= 0xDF) more = 1;
-    else if (c >= 0xE0 && c <= 0xEF) more = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) more = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else return false;
-    for (int k = 0; k < more; k++, lo = 0x80, hi = 0xBF) {
-      if (*s < lo || *s > hi) return false;
-      s++;
-    }
-  }
-  return true;
-}
-
-static int fsync_path(const char *path, bool dir) {
-  int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return -1;
-  int rc = fsync(fd);
-  if (rc < 0 && dir && (errno == EINVAL || errno == ENOTSUP)) rc = 0; /* filesystems without dir fsync */
-  int e = errno;
-  close(fd);
-  errno = e;
-  return rc;
-}
-
-/* fsync tmp, rename it over path, fsync the directory. tmp is removed on failure. */
-static int publish(const char *tmp, const char *path, McmErr *err) {
-  if (fsync_path(tmp, false) < 0) {
-    int rc = mcm_err(err, "%s: cannot fsync %s: %s", path, tmp, strerror(errno));
-    unlink(tmp);
-    return rc;
-  }
-  if (rename(tmp, path) < 0) {
-    int rc = mcm_err(err, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-    unlink(tmp);
-    return rc;
-  }
-  char *dir = dup_str(path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) strcpy(dir, ".");
-  else if (slash == dir) slash[1] = 0;
-  else *slash = 0;
-  int rc = 0;
-  if (fsync_path(dir, true) < 0)
-    rc = mcm_err(err, "%s: written, but fsync of its directory %s failed: %s (a crash now may lose it)", path, dir,
-                 strerror(errno));
-  free(dir);
-  return rc;
-}
-
 /* ---------------------------------------------------------------- HDF5 helpers */
 
-static hid_t make_fapl(void) {
-  hid_t fapl = H5_CHECK(H5Pcreate(H5P_FILE_ACCESS));
-  H5_CHECK(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V110));
-  H5_CHECK(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG));
-#if H5_VERSION_GE(1, 10, 7)
-  H5_CHECK(H5Pset_file_locking(fapl, 1, 1)); /* lock where the filesystem can */
-#endif
-  return fapl;
-}
 
 static hid_t vlen_utf8_type(void) {
   hid_t t = H5_CHECK(H5Tcopy(H5T_C_S1));
@@ -280,7 +216,7 @@ ShardWriter *shard_create(const char *path, const ShardInfo *info, McmErr *err) 
     return NULL;
   }
   close(fd);
-  hid_t fapl = make_fapl();
+  hid_t fapl = h5_file_access();
   hid_t fcpl = H5_CHECK(H5Pcreate(H5P_FILE_CREATE));
   H5_CHECK(H5Pset_obj_track_times(fcpl, 0));
   hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
@@ -330,10 +266,10 @@ int shard_append(ShardWriter *w, const float *mel, const char *caption, const ch
     return mcm_err(err, "%s: row %lld (from %s) refused: mel value %g at frame %lld, bin %lld is not finite",
                    w->path, (long long)w->n, source, mel[bad], (long long)(bad / w->info.n_mels),
                    (long long)(bad % w->info.n_mels));
-  if (!utf8_ok(caption))
+  if (!utf8_valid(caption, strlen(caption)))
     return mcm_err(err, "%s: row %lld (from %s) refused: the caption is not valid UTF-8", w->path, (long long)w->n,
                    source);
-  if (!utf8_ok(source))
+  if (!utf8_valid(source, strlen(source)))
     return mcm_err(err, "%s: row %lld refused: the source path is not valid UTF-8 (hint: rename the file)", w->path,
                    (long long)w->n);
   if (offset_samples < 0)
@@ -374,7 +310,7 @@ int shard_commit(ShardWriter *w, McmErr *err) {
     shard_abort(w);
     return rc;
   }
-  rc = publish(w->tmp, w->path, err);
+  rc = file_publish(w->tmp, w->path, err);
   writer_free(w);
   return rc;
 }
@@ -675,7 +611,7 @@ Shard *shard_open_flags(const char *path, unsigned flags, McmErr *err) {
     return NULL;
   }
   close(fd);
-  hid_t fapl = make_fapl();
+  hid_t fapl = h5_file_access();
   hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   char why[512];
   if (file < 0) h5_error_str(why, sizeof why);
@@ -824,7 +760,7 @@ static int add_dataset(const char *path, const char *name, const char *sum_attr,
   int rc = copy_file(path, tmp, err);
   hid_t file = -1;
   if (rc == 0) {
-    hid_t fapl = make_fapl();
+    hid_t fapl = h5_file_access();
     file = H5Fopen(tmp, H5F_ACC_RDWR, fapl);
     H5_CHECK(H5Pclose(fapl));
     if (file < 0) rc = mcm_err(err, "%s: cannot open the copy %s for writing: %s", path, tmp, H5MSG());
@@ -844,7 +780,7 @@ static int add_dataset(const char *path, const char *name, const char *sum_attr,
   }
   if (file >= 0 && H5Fclose(file) < 0 && rc == 0)
     rc = mcm_err(err, "%s: cannot close %s: %s (hint: is the disk full?)", path, tmp, H5MSG());
-  if (rc == 0) rc = publish(tmp, path, err);
+  if (rc == 0) rc = file_publish(tmp, path, err);
   else unlink(tmp);
   free(tmp);
   return rc;

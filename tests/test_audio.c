@@ -230,7 +230,7 @@ TEST(audio_write_failures_leave_the_destination_untouched) {
    * the temporary file is removed. */
   ASSERT(mkdir(TEST_PATH("adir.wav"), 0755) == 0, "mkdir");
   EXPECT(audio_write(TEST_PATH("adir.wav"), x, 1000, 16000, AUDIO_WAV16, NULL, &err) == -1, "accepted");
-  EXPECT_STR_CONTAINS(err.msg, "rename");
+  EXPECT_STR_CONTAINS(err.msg, "renaming");
 
   /* A failed overwrite keeps the old file byte for byte. */
   ASSERT(audio_write(TEST_PATH("keep.wav"), x, 1000, 16000, AUDIO_WAV16, NULL, &err) == 0, "%s", err.msg);
