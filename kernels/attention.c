@@ -114,6 +114,7 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
 
 typedef struct {
   int NH;
+  int chunk_rows; /* > 0: the GPU's chunked path with this chunk size (op_attention_chunked) */
   Tensor *lse;  /* (B, NH, TQ) fp32, arena */
   Tensor *mask; /* (B, TK) or NULL */
 } AttentionSaved;
@@ -129,10 +130,17 @@ static void attention_backward(Ctx *ctx, TapeNode *node) {
             attention_backward_cpu(dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dout->data,
                                    q->data, k->data, v->data, sv->lse->data, sv->mask ? sv->mask->data : NULL, B, TQ,
                                    TK, sv->NH, (int)(C / sv->NH)),
-            attention_backward_cuda(ctx, dq, dk, dv, dout, q, k, v, out, sv->lse, sv->mask, sv->NH));
+            sv->chunk_rows > 0
+                ? attention_chunked_backward_cuda(ctx, dq, dk, dv, dout, q, k, v, out, sv->lse, sv->mask, sv->NH,
+                                                  sv->chunk_rows)
+                : attention_backward_cuda(ctx, dq, dk, dv, dout, q, k, v, out, sv->lse, sv->mask, sv->NH));
 }
 
 Tensor *op_attention(Ctx *ctx, Tensor *q, Tensor *k, Tensor *v, int NH, Tensor *key_mask) {
+  return op_attention_chunked(ctx, q, k, v, NH, key_mask, 0);
+}
+
+Tensor *op_attention_chunked(Ctx *ctx, Tensor *q, Tensor *k, Tensor *v, int NH, Tensor *key_mask, int chunk_rows) {
   CHECK_SHAPE("attention", q, -1, -1, -1);
   int64_t B = q->shape[0], TQ = q->shape[1], C = q->shape[2];
   CHECK_SHAPE("attention", k, B, -1, C);
@@ -145,6 +153,7 @@ Tensor *op_attention(Ctx *ctx, Tensor *q, Tensor *k, Tensor *v, int NH, Tensor *
   MCM_CHECK(C / NH <= INT32_MAX, "attention: head dim %lld too large", (long long)(C / NH));
   MCM_CHECK(k->dtype == q->dtype && v->dtype == q->dtype, "attention: q %s, k %s, v %s: dtypes must match",
             dtype_name(q->dtype), dtype_name(k->dtype), dtype_name(v->dtype));
+  MCM_CHECK(chunk_rows >= 0, "attention: chunk_rows = %d must be >= 0 (0: from the workspace budget)", chunk_rows);
   if (ctx->dev == DEV_CPU) CHECK_DTYPE("attention (CPU reference computes in fp32)", q, DT_F32);
   if (key_mask) {
     CHECK_SHAPE("attention", key_mask, B, TK);
@@ -157,11 +166,13 @@ Tensor *op_attention(Ctx *ctx, Tensor *q, Tensor *k, Tensor *v, int NH, Tensor *
   ON_DEVICE(ctx,
             attention_forward_cpu(out->data, lse ? lse->data : NULL, q->data, k->data, v->data,
                                   key_mask ? key_mask->data : NULL, B, TQ, TK, NH, (int)(C / NH)),
-            attention_forward_cuda(ctx, out, lse, q, k, v, key_mask, NH));
+            chunk_rows > 0 ? attention_chunked_forward_cuda(ctx, out, lse, q, k, v, key_mask, NH, chunk_rows)
+                           : attention_forward_cuda(ctx, out, lse, q, k, v, key_mask, NH));
   if (record) {
     TapeNode *node = tape_record(ctx, "attention", attention_backward, out, 3, in, sizeof(AttentionSaved));
     AttentionSaved *sv = node->saved;
     sv->NH = NH;
+    sv->chunk_rows = chunk_rows;
     sv->lse = lse;
     sv->mask = key_mask;
   }

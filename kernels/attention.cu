@@ -24,7 +24,10 @@
  *      dv_j += Σ_i P_ij dout_i,  dk_j += Σ_i dS_ij q_i / √D
  *   3. dQ (grid TQ/32 × NH × B): a block owns 32 queries and walks over every key tile:
  *      dq_i += Σ_j dS_ij k_j / √D
- * Memory beyond the inputs and gradients: lse and delta, O(B·NH·TQ). */
+ * Memory beyond the inputs and gradients: lse and delta, O(B·NH·TQ).
+ *
+ * Every other head dim goes to the chunked cuBLAS path of attention_large.cu (dispatched at
+ * the bottom of this file). */
 #include "attention.h"
 #include "cuda_common.h"
 
@@ -427,9 +430,19 @@ void backward_launch(Ctx *ctx, Tensor *dq, Tensor *dk, Tensor *dv, const Tensor 
 
 bool attention_cuda_supports(int D) { return D == 32 || D == 64; }
 
+/* The head dim if q splits into NH heads, else 0 (attn_dims then reports the split). */
+static int64_t head_dim(const Tensor *q, int NH) {
+  return q->ndim == 3 && NH >= 1 && q->shape[2] % NH == 0 ? q->shape[2] / NH : 0;
+}
+
 void attention_forward_cuda(Ctx *ctx, Tensor *out, Tensor *lse, const Tensor *q, const Tensor *k, const Tensor *v,
                             const Tensor *mask, int NH) {
   const char *op = "attention_forward_cuda";
+  int64_t D = head_dim(q, NH);
+  if (D > 0 && (D > INT32_MAX || !attention_cuda_supports((int)D))) {
+    attention_chunked_forward_cuda(ctx, out, lse, q, k, v, mask, NH, 0);
+    return;
+  }
   AttnDims g = attn_dims(op, q, k, v, mask, NH);
   check_attn_tensor(op, "out", out, q->dtype, g.B, g.TQ, g.C);
   if (lse) check_attn_tensor(op, "lse", lse, DT_F32, g.B, g.NH, g.TQ);
@@ -440,6 +453,11 @@ void attention_backward_cuda(Ctx *ctx, Tensor *dq, Tensor *dk, Tensor *dv, const
                              const Tensor *k, const Tensor *v, const Tensor *out, const Tensor *lse,
                              const Tensor *mask, int NH) {
   const char *op = "attention_backward_cuda";
+  int64_t D = head_dim(q, NH);
+  if (D > 0 && (D > INT32_MAX || !attention_cuda_supports((int)D))) {
+    attention_chunked_backward_cuda(ctx, dq, dk, dv, dout, q, k, v, out, lse, mask, NH, 0);
+    return;
+  }
   AttnDims g = attn_dims(op, q, k, v, mask, NH);
   check_attn_tensor(op, "out", out, q->dtype, g.B, g.TQ, g.C);
   check_attn_tensor(op, "dout", dout, q->dtype, g.B, g.TQ, g.C);
