@@ -1,0 +1,429 @@
+/* The MusicLDM VAE (diffusers AutoencoderKL), written from ops; see vae.h for the figure.
+ * Shape letters: B batch, C channels, H × W = time × mel, T = H·W positions, L latent
+ * channels, f = 2^(n_blocks − 1) the downsampling factor. */
+#include "vae.h"
+
+#include <jansson.h>
+#include <math.h>
+
+#include "kernels/rng.h"
+
+VaeConfig vae_config_musicldm(void) {
+  return (VaeConfig){
+      .in_channels = 1,
+      .out_channels = 1,
+      .latent_channels = 8,
+      .n_blocks = 3,
+      .block_out_channels = {128, 256, 512},
+      .layers_per_block = 2,
+      .norm_num_groups = 32,
+      .norm_eps = 1e-6f,
+      .mid_block_add_attention = true,
+      .use_quant_conv = true,
+      .use_post_quant_conv = true,
+      .scaling_factor = 1.0753243f, /* 1.075324296951294, the checkpoint's scale_factor */
+  };
+}
+
+int vae_config_check(const VaeConfig *c, McmErr *err) {
+  if (c->in_channels < 1 || c->out_channels < 1 || c->latent_channels < 1)
+    return mcm_err(err, "vae config: in_channels %d, out_channels %d, latent_channels %d must be at least 1",
+                   c->in_channels, c->out_channels, c->latent_channels);
+  if (c->n_blocks < 1 || c->n_blocks > VAE_MAX_BLOCKS)
+    return mcm_err(err, "vae config: %d blocks (block_out_channels entries), expected 1..%d", c->n_blocks,
+                   VAE_MAX_BLOCKS);
+  if (c->layers_per_block < 1 || c->layers_per_block > VAE_MAX_LAYERS)
+    return mcm_err(err, "vae config: layers_per_block %d, expected 1..%d", c->layers_per_block, VAE_MAX_LAYERS);
+  if (c->norm_num_groups < 1)
+    return mcm_err(err, "vae config: norm_num_groups %d must be at least 1", c->norm_num_groups);
+  for (int i = 0; i < c->n_blocks; i++)
+    if (c->block_out_channels[i] < 1 || c->block_out_channels[i] % c->norm_num_groups)
+      return mcm_err(err, "vae config: block_out_channels[%d] = %d is not a positive multiple of norm_num_groups %d", i,
+                     c->block_out_channels[i], c->norm_num_groups);
+  if (!(c->norm_eps > 0.0f)) return mcm_err(err, "vae config: norm_eps %g must be positive", c->norm_eps);
+  if (!(c->scaling_factor > 0.0f) || !isfinite(c->scaling_factor))
+    return mcm_err(err, "vae config: scaling_factor %g must be positive and finite", c->scaling_factor);
+  return 0;
+}
+
+int vae_downsample_factor(const VaeConfig *cfg) { return 1 << (cfg->n_blocks - 1); }
+
+/* ---------------------------------------------------------------- parameters */
+
+static VaeLayer conv_new(Ctx *ctx, ParamSet *ps, const char *name, int cout, int cin, int k) {
+  params_push(ps, "%s", name);
+  VaeLayer l = {params_new(ctx, ps, "weight", SHAPE(cout, cin, k, k)), params_new(ctx, ps, "bias", SHAPE(cout))};
+  params_pop(ps);
+  return l;
+}
+
+static VaeLayer linear_new(Ctx *ctx, ParamSet *ps, const char *name, int cout, int cin) {
+  params_push(ps, "%s", name);
+  VaeLayer l = {params_new(ctx, ps, "weight", SHAPE(cout, cin)), params_new(ctx, ps, "bias", SHAPE(cout))};
+  params_pop(ps);
+  return l;
+}
+
+static VaeLayer norm_new(Ctx *ctx, ParamSet *ps, const char *name, int c) {
+  params_push(ps, "%s", name);
+  VaeLayer l = {params_new(ctx, ps, "weight", SHAPE(c)), params_new(ctx, ps, "bias", SHAPE(c))};
+  params_pop(ps);
+  return l;
+}
+
+static VaeResnet resnet_new(Ctx *ctx, ParamSet *ps, int cin, int cout) {
+  VaeResnet r = {
+      .norm1 = norm_new(ctx, ps, "norm1", cin),
+      .conv1 = conv_new(ctx, ps, "conv1", cout, cin, 3),
+      .norm2 = norm_new(ctx, ps, "norm2", cout),
+      .conv2 = conv_new(ctx, ps, "conv2", cout, cout, 3),
+  };
+  if (cin != cout) r.conv_shortcut = conv_new(ctx, ps, "conv_shortcut", cout, cin, 1);
+  return r;
+}
+
+static VaeMidBlock mid_block_new(Ctx *ctx, ParamSet *ps, const VaeConfig *cfg, int c) {
+  VaeMidBlock m = {0};
+  params_push(ps, "mid_block");
+  params_push(ps, "resnets.0");
+  m.resnets[0] = resnet_new(ctx, ps, c, c);
+  params_pop(ps);
+  if (cfg->mid_block_add_attention) {
+    params_push(ps, "attentions.0");
+    m.attention = (VaeAttention){
+        .group_norm = norm_new(ctx, ps, "group_norm", c),
+        .to_q = linear_new(ctx, ps, "to_q", c, c),
+        .to_k = linear_new(ctx, ps, "to_k", c, c),
+        .to_v = linear_new(ctx, ps, "to_v", c, c),
+        .to_out = linear_new(ctx, ps, "to_out.0", c, c),
+    };
+    params_pop(ps);
+  }
+  params_push(ps, "resnets.1");
+  m.resnets[1] = resnet_new(ctx, ps, c, c);
+  params_pop(ps);
+  params_pop(ps);
+  return m;
+}
+
+static void encoder_new(Ctx *ctx, ParamSet *ps, const VaeConfig *cfg, VaeEncoder *e) {
+  const int *ch = cfg->block_out_channels, n = cfg->n_blocks;
+  params_push(ps, "encoder");
+  e->conv_in = conv_new(ctx, ps, "conv_in", ch[0], cfg->in_channels, 3);
+  for (int i = 0; i < n; i++) {
+    int cin = i ? ch[i - 1] : ch[0];
+    for (int j = 0; j < cfg->layers_per_block; j++) {
+      params_push(ps, "down_blocks.%d.resnets.%d", i, j);
+      e->resnets[i][j] = resnet_new(ctx, ps, j ? ch[i] : cin, ch[i]);
+      params_pop(ps);
+    }
+    if (i < n - 1) {
+      params_push(ps, "down_blocks.%d.downsamplers.0", i);
+      e->downsample[i] = conv_new(ctx, ps, "conv", ch[i], ch[i], 3);
+      params_pop(ps);
+    }
+  }
+  e->mid_block = mid_block_new(ctx, ps, cfg, ch[n - 1]);
+  e->conv_norm_out = norm_new(ctx, ps, "conv_norm_out", ch[n - 1]);
+  e->conv_out = conv_new(ctx, ps, "conv_out", 2 * cfg->latent_channels, ch[n - 1], 3);
+  params_pop(ps);
+}
+
+static void decoder_new(Ctx *ctx, ParamSet *ps, const VaeConfig *cfg, VaeDecoder *d) {
+  const int *ch = cfg->block_out_channels, n = cfg->n_blocks;
+  params_push(ps, "decoder");
+  d->conv_in = conv_new(ctx, ps, "conv_in", ch[n - 1], cfg->latent_channels, 3);
+  d->mid_block = mid_block_new(ctx, ps, cfg, ch[n - 1]);
+  for (int i = 0; i < n; i++) { /* up_blocks.i works at block_out_channels[n − 1 − i] */
+    int cin = i ? ch[n - i] : ch[n - 1], cout = ch[n - 1 - i];
+    for (int j = 0; j <= cfg->layers_per_block; j++) {
+      params_push(ps, "up_blocks.%d.resnets.%d", i, j);
+      d->resnets[i][j] = resnet_new(ctx, ps, j ? cout : cin, cout);
+      params_pop(ps);
+    }
+    if (i < n - 1) {
+      params_push(ps, "up_blocks.%d.upsamplers.0", i);
+      d->upsample[i] = conv_new(ctx, ps, "conv", cout, cout, 3);
+      params_pop(ps);
+    }
+  }
+  d->conv_norm_out = norm_new(ctx, ps, "conv_norm_out", ch[0]);
+  d->conv_out = conv_new(ctx, ps, "conv_out", cfg->out_channels, ch[0], 3);
+  params_pop(ps);
+}
+
+Vae *vae_create(Ctx *ctx, const VaeConfig *cfg, ParamSet *ps) {
+  McmErr err;
+  if (vae_config_check(cfg, &err)) MCM_FATAL("vae_create: %s", err.msg);
+  Vae *vae = ctx_alloc_persistent_host(ctx, sizeof *vae);
+  vae->cfg = *cfg;
+  vae->ps = ps;
+  vae->first_param = ps->n;
+  int L = cfg->latent_channels;
+  encoder_new(ctx, ps, cfg, &vae->encoder);
+  decoder_new(ctx, ps, cfg, &vae->decoder);
+  if (cfg->use_quant_conv) vae->quant_conv = conv_new(ctx, ps, "quant_conv", 2 * L, 2 * L, 1);
+  if (cfg->use_post_quant_conv) vae->post_quant_conv = conv_new(ctx, ps, "post_quant_conv", L, L, 1);
+  vae->n_params = ps->n - vae->first_param;
+  return vae;
+}
+
+/* This model's parameters as a ParamSet of their own (for params_load). */
+static ParamSet own_params(const Vae *vae) {
+  ParamSet view = *vae->ps;
+  view.p = vae->ps->p + vae->first_param;
+  view.n = view.cap = vae->n_params;
+  return view;
+}
+
+void vae_init_random(Ctx *ctx, Vae *vae) {
+  /* Every layer created its weight then its bias; the only 1-D weights are the norms'. */
+  Tensor **p = vae->ps->p + vae->first_param;
+  for (int i = 0; i + 1 < vae->n_params; i += 2) {
+    Tensor *w = p[i], *b = p[i + 1];
+    if (w->ndim == 1) {
+      tensor_fill(ctx, w, 1.0f);
+      tensor_fill(ctx, b, 0.0f);
+    } else {
+      params_init_default(ctx, w, b);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- loading */
+
+/* The file's config.json (diffusers) against the model's: the first disagreement by name. */
+static int json_int_agrees(json_t *root, const char *key, int model, const char *path, McmErr *err) {
+  json_t *v = json_object_get(root, key);
+  if (!v || json_is_null(v)) return 0; /* not stated */
+  if (!json_is_integer(v)) return mcm_err(err, "%s: config: %s is not an integer", path, key);
+  if (json_integer_value(v) != model)
+    return mcm_err(err,
+                   "%s: the weights' config has %s = %lld, the model %d (hint: build the model with the weights' "
+                   "configuration)",
+                   path, key, (long long)json_integer_value(v), model);
+  return 0;
+}
+
+static int json_bool_agrees(json_t *root, const char *key, bool model, const char *path, McmErr *err) {
+  json_t *v = json_object_get(root, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_boolean(v)) return mcm_err(err, "%s: config: %s is not true or false", path, key);
+  if (json_is_true(v) != model)
+    return mcm_err(err, "%s: the weights' config has %s = %s, the model %s", path, key,
+                   json_is_true(v) ? "true" : "false", model ? "true" : "false");
+  return 0;
+}
+
+static int json_str_agrees(json_t *root, const char *key, int index, const char *want, const char *path,
+                           McmErr *err) {
+  json_t *v = json_object_get(root, key);
+  if (v && index >= 0) v = json_array_get(v, (size_t)index);
+  if (!v || json_is_null(v)) return 0;
+  const char *s = json_string_value(v);
+  if (!s || strcmp(s, want)) {
+    char where[96];
+    mcm_snprintf(where, sizeof where, index >= 0 ? "%s[%d]" : "%s", key, index);
+    return mcm_err(err, "%s: the weights' config has %s = %s, mcm's VAE supports only %s", path, where,
+                   s ? s : "(not a string)", want);
+  }
+  return 0;
+}
+
+static int json_blocks_agree(json_t *root, const char *key, const VaeConfig *c, const char *path, McmErr *err) {
+  json_t *v = json_object_get(root, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_array(v)) return mcm_err(err, "%s: config: %s is not a list", path, key);
+  if ((int)json_array_size(v) != c->n_blocks)
+    return mcm_err(err, "%s: the weights' config has %d %s, the model %d (hint: build the model with the weights' "
+                        "configuration)",
+                   path, (int)json_array_size(v), key, c->n_blocks);
+  return 0;
+}
+
+static int check_config_json(Vae *vae, const char *text, const char *path, McmErr *err) {
+  json_error_t jerr;
+  json_t *root = json_loads(text, 0, &jerr);
+  if (!root || !json_is_object(root)) {
+    json_decref(root);
+    return mcm_err(err, "%s: the config attribute is not a JSON object (line %d: %s)", path, jerr.line, jerr.text);
+  }
+  VaeConfig *c = &vae->cfg;
+  int rc = json_str_agrees(root, "_class_name", -1, "AutoencoderKL", path, err);
+  if (!rc) rc = json_int_agrees(root, "in_channels", c->in_channels, path, err);
+  if (!rc) rc = json_int_agrees(root, "out_channels", c->out_channels, path, err);
+  if (!rc) rc = json_int_agrees(root, "latent_channels", c->latent_channels, path, err);
+  if (!rc) rc = json_blocks_agree(root, "block_out_channels", c, path, err);
+  json_t *boc = json_object_get(root, "block_out_channels");
+  for (int i = 0; !rc && boc && i < c->n_blocks; i++) {
+    json_t *v = json_array_get(boc, (size_t)i);
+    if (!json_is_integer(v)) rc = mcm_err(err, "%s: config: block_out_channels[%d] is not an integer", path, i);
+    else if (json_integer_value(v) != c->block_out_channels[i])
+      rc = mcm_err(err, "%s: the weights' config has block_out_channels[%d] = %lld, the model %d", path, i,
+                   (long long)json_integer_value(v), c->block_out_channels[i]);
+  }
+  if (!rc) rc = json_int_agrees(root, "layers_per_block", c->layers_per_block, path, err);
+  if (!rc) rc = json_int_agrees(root, "norm_num_groups", c->norm_num_groups, path, err);
+  if (!rc) rc = json_bool_agrees(root, "mid_block_add_attention", c->mid_block_add_attention, path, err);
+  if (!rc) rc = json_bool_agrees(root, "use_quant_conv", c->use_quant_conv, path, err);
+  if (!rc) rc = json_bool_agrees(root, "use_post_quant_conv", c->use_post_quant_conv, path, err);
+  if (!rc) rc = json_str_agrees(root, "act_fn", -1, "silu", path, err);
+  if (!rc) rc = json_blocks_agree(root, "down_block_types", c, path, err);
+  if (!rc) rc = json_blocks_agree(root, "up_block_types", c, path, err);
+  for (int i = 0; !rc && i < c->n_blocks; i++) {
+    rc = json_str_agrees(root, "down_block_types", i, "DownEncoderBlock2D", path, err);
+    if (!rc) rc = json_str_agrees(root, "up_block_types", i, "UpDecoderBlock2D", path, err);
+  }
+  json_t *shift = json_object_get(root, "shift_factor");
+  if (!rc && json_is_number(shift) && json_number_value(shift) != 0.0)
+    rc = mcm_err(err, "%s: the weights' config has shift_factor = %g; mcm's VAE does not support a latent shift",
+                 path, json_number_value(shift));
+  json_t *scale = json_object_get(root, "scaling_factor");
+  if (!rc && json_is_number(scale)) {
+    if (!(json_number_value(scale) > 0.0))
+      rc = mcm_err(err, "%s: the weights' config has scaling_factor = %g, expected a positive number", path,
+                   json_number_value(scale));
+    else
+      c->scaling_factor = (float)json_number_value(scale);
+  }
+  json_decref(root);
+  return rc;
+}
+
+int vae_load(Ctx *ctx, Vae *vae, const char *path, McmErr *err) {
+  TensorFile *tf = tf_open(path, err);
+  if (!tf) return -1;
+  McmErr none; /* a missing attribute is not an error: files from other tools have none */
+  char *component = NULL, *config = NULL;
+  int rc = 0;
+  if (tf_get_attr(tf, "component", &component, &none) == 0 && strcmp(component, "vae"))
+    rc = mcm_err(err, "%s: holds '%s' weights, not the VAE's (hint: the VAE's file is vae.h5)", path, component);
+  if (!rc && tf_get_attr(tf, "config", &config, &none) == 0) rc = check_config_json(vae, config, path, err);
+  if (!rc) {
+    ParamSet own = own_params(vae);
+    rc = params_load(ctx, &own, tf, "", false, err);
+  }
+  free(component);
+  free(config);
+  tf_close(tf);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static Tensor *group_norm(Ctx *ctx, const VaeConfig *cfg, Tensor *x, VaeLayer n) {
+  return op_group_norm(ctx, x, cfg->norm_num_groups, cfg->norm_eps, n.weight, n.bias);
+}
+
+/* A stride-1 conv with symmetric zero padding (3×3 with pad 1, 1×1 with pad 0). */
+static Tensor *conv(Ctx *ctx, Tensor *x, VaeLayer c, int pad) {
+  return op_conv2d(ctx, x, c.weight, c.bias, conv2d_args(1, pad));
+}
+
+/* ResnetBlock2D without a time embedding: x (B, CIN, H, W) -> (B, COUT, H, W). */
+static Tensor *resnet_forward(Ctx *ctx, const VaeConfig *cfg, const VaeResnet *r, Tensor *x) {
+  Tensor *h = op_silu(ctx, group_norm(ctx, cfg, x, r->norm1)); /* (B, CIN, H, W) */
+  h = conv(ctx, h, r->conv1, 1);                                /* (B, COUT, H, W) */
+  h = op_silu(ctx, group_norm(ctx, cfg, h, r->norm2));
+  h = conv(ctx, h, r->conv2, 1);                                /* (B, COUT, H, W) */
+  Tensor *skip = r->conv_shortcut.weight ? conv(ctx, x, r->conv_shortcut, 0) : x;
+  return op_add(ctx, skip, h);
+}
+
+/* Single-head self-attention over the T = H·W positions, D = C: x (B, C, H, W) -> same. */
+static Tensor *attention_forward(Ctx *ctx, const VaeConfig *cfg, const VaeAttention *a, Tensor *x) {
+  int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], T = H * W;
+  Tensor *h = group_norm(ctx, cfg, x, a->group_norm);                             /* (B, C, H, W) */
+  h = op_permute(ctx, op_reshape(ctx, h, SHAPE(B, C, T)), (const int[]){0, 2, 1}); /* (B, T, C) */
+  Tensor *q = op_linear(ctx, h, a->to_q.weight, a->to_q.bias);                     /* (B, T, C) */
+  Tensor *k = op_linear(ctx, h, a->to_k.weight, a->to_k.bias);                     /* (B, T, C) */
+  Tensor *v = op_linear(ctx, h, a->to_v.weight, a->to_v.bias);                     /* (B, T, C) */
+  Tensor *o = op_attention(ctx, q, k, v, 1, NULL);                                 /* (B, T, C) */
+  o = op_linear(ctx, o, a->to_out.weight, a->to_out.bias);                         /* (B, T, C) */
+  o = op_reshape(ctx, op_permute(ctx, o, (const int[]){0, 2, 1}), SHAPE(B, C, H, W));
+  return op_add(ctx, o, x);
+}
+
+/* UNetMidBlock2D: resnet, attention, resnet at C channels. x (B, C, h, w) -> same. */
+static Tensor *mid_block_forward(Ctx *ctx, const VaeConfig *cfg, const VaeMidBlock *m, Tensor *x) {
+  Tensor *h = resnet_forward(ctx, cfg, &m->resnets[0], x);
+  if (m->attention.to_q.weight) h = attention_forward(ctx, cfg, &m->attention, h);
+  return resnet_forward(ctx, cfg, &m->resnets[1], h);
+}
+
+static void check_input(const char *fn, const Tensor *x, int channels, int multiple) {
+  MCM_CHECK(x->ndim == 4 && x->shape[1] == channels && x->shape[2] % multiple == 0 && x->shape[3] % multiple == 0,
+            "%s: input is %s, expected (B, %d, H, W) with H and W multiples of %d", fn, TENSOR_SHAPE_STR(x), channels,
+            multiple);
+}
+
+VaeMoments vae_encode(Ctx *ctx, Vae *vae, Tensor *x) {
+  const VaeConfig *cfg = &vae->cfg;
+  const VaeEncoder *e = &vae->encoder;
+  int n = cfg->n_blocks, L = cfg->latent_channels;
+  check_input("vae_encode", x, cfg->in_channels, vae_downsample_factor(cfg));
+  /* Downsample2D with padding 0: pad right and bottom by one, then a 3×3 stride-2 conv. */
+  Conv2dArgs down = {.stride_h = 2, .stride_w = 2, .pad_bottom = 1, .pad_right = 1, .dil_h = 1, .dil_w = 1};
+
+  Tensor *h = conv(ctx, x, e->conv_in, 1);                 /* (B, C0, H, W) */
+  for (int i = 0; i < n; i++) {                            /* down_blocks.i, Ci = block_out_channels[i] */
+    for (int j = 0; j < cfg->layers_per_block; j++)
+      h = resnet_forward(ctx, cfg, &e->resnets[i][j], h);  /* (B, Ci, H/2^i, W/2^i) */
+    if (i < n - 1)                                         /* (B, Ci, H/2^(i+1), W/2^(i+1)) */
+      h = op_conv2d(ctx, h, e->downsample[i].weight, e->downsample[i].bias, down);
+  }
+  h = mid_block_forward(ctx, cfg, &e->mid_block, h);       /* (B, C, H/f, W/f), C = Ci of the last block */
+  h = op_silu(ctx, group_norm(ctx, cfg, h, e->conv_norm_out));
+  h = conv(ctx, h, e->conv_out, 1);                        /* (B, 2L, H/f, W/f) */
+  if (vae->quant_conv.weight) h = conv(ctx, h, vae->quant_conv, 0);
+  return (VaeMoments){.mean = op_slice(ctx, h, 1, 0, L), .logvar = op_slice(ctx, h, 1, L, L)};
+}
+
+/* std = exp(½·clamp(logvar, −30, 20)), as diffusers' DiagonalGaussianDistribution.
+ * The op library has no exp (nor clamp) yet, so this goes through host memory and carries
+ * no gradient: replace it by ops when they exist (VAE training needs the gradient). */
+static Tensor *posterior_std(Ctx *ctx, Tensor *logvar) {
+  MCM_CHECK(!(ctx->grad_enabled && logvar->requires_grad),
+            "vae_sample: no gradient through the posterior sample yet (needs op_exp); call it in no-grad mode");
+  float *h = MALLOC_CHECK((size_t)logvar->numel * sizeof(float));
+  tensor_to_host_f32(ctx, logvar, h);
+  for (int64_t i = 0; i < logvar->numel; i++) h[i] = expf(0.5f * fminf(fmaxf(h[i], -30.0f), 20.0f));
+  Tensor *std = tensor_like(ctx, logvar);
+  tensor_from_host_f32(ctx, std, h);
+  free(h);
+  return std;
+}
+
+Tensor *vae_sample(Ctx *ctx, Tensor *mean, Tensor *logvar) {
+  CHECK_SAME_SHAPE("vae_sample", mean, logvar);
+  Tensor *eps = tensor_like(ctx, mean); /* (B, L, h, w) ~ N(0, 1) */
+  rng_normal(ctx, eps);
+  return op_add(ctx, mean, op_mul(ctx, posterior_std(ctx, logvar), eps));
+}
+
+Tensor *vae_decode(Ctx *ctx, Vae *vae, Tensor *z) {
+  const VaeConfig *cfg = &vae->cfg;
+  const VaeDecoder *d = &vae->decoder;
+  int n = cfg->n_blocks;
+  check_input("vae_decode", z, cfg->latent_channels, 1);
+
+  /* z (B, L, H/f, W/f) */
+  Tensor *h = vae->post_quant_conv.weight ? conv(ctx, z, vae->post_quant_conv, 0) : z;
+  h = conv(ctx, h, d->conv_in, 1);                           /* (B, C, H/f, W/f), C = block_out_channels[n-1] */
+  h = mid_block_forward(ctx, cfg, &d->mid_block, h);         /* (B, C, H/f, W/f) */
+  for (int i = 0; i < n; i++) {                              /* up_blocks.i, Ci = block_out_channels[n-1-i] */
+    for (int j = 0; j <= cfg->layers_per_block; j++)
+      h = resnet_forward(ctx, cfg, &d->resnets[i][j], h);    /* (B, Ci, 2^i H/f, 2^i W/f) */
+    if (i < n - 1) {
+      h = op_upsample_nearest2x(ctx, h);                     /* (B, Ci, 2^(i+1) H/f, 2^(i+1) W/f) */
+      h = conv(ctx, h, d->upsample[i], 1);
+    }
+  }
+  h = op_silu(ctx, group_norm(ctx, cfg, h, d->conv_norm_out)); /* (B, C0, H, W) */
+  return conv(ctx, h, d->conv_out, 1);                         /* (B, out_channels, H, W) */
+}
+
+Tensor *vae_forward(Ctx *ctx, Vae *vae, Tensor *x, bool sample_posterior) {
+  VaeMoments m = vae_encode(ctx, vae, x);
+  return vae_decode(ctx, vae, sample_posterior ? vae_sample(ctx, m.mean, m.logvar) : m.mean);
+}
