@@ -115,7 +115,7 @@ ifeq ($(USE_CUDA),1)
 endif
 
 # ---------------------------------------------------------------- sources
-LIB_DIRS := kernels core data models
+LIB_DIRS := kernels core data models diffusion
 LIB_C  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_CU := $(if $(filter 1,$(USE_CUDA)),$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cu)))
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
