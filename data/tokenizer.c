@@ -267,7 +267,7 @@ static int parse_merge_line(const char *path, int line_no, char *s, size_t n, ch
       return mcm_err(err, "tokenizer merges %s:%d: not valid UTF-8 (byte 0x%02X)", path, line_no,
                      (unsigned char)s[i]);
   }
-  if (line_no == 1 && strncmp(s, "#version", 8) == 0) return 0;
+  if (line_no == 1 && n >= 8 && memcmp(s, "#version", 8) == 0) return 0; /* the header */
   char *field[3];
   size_t len[3];
   int nf = 0;
