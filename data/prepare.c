@@ -7,6 +7,9 @@
  * also bounds the memory held in finished results that wait for an earlier one. Since each result
  * depends only on its file and the output is written in index order, the shards have the
  * same bytes whatever the number of threads.
+ *
+ * Encoding (latents, text embeddings) runs afterwards on the calling thread, one shard at a
+ * time: read its rows back, encode them in batches, then rewrite the shard in one rename.
  */
 #include "data/prepare.h"
 
@@ -19,9 +22,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "core/io.h"
+#include "core/tensorfile.h"
 #include "data/audio.h"
 #include "data/shard.h"
+#include "data/tokenizer.h"
+#include "kernels/tape.h"
+#include "models/clap_text.h"
+#include "models/vae.h"
 
 /* ---------------------------------------------------------------- options */
 
@@ -365,6 +375,22 @@ static void progress(int done, int total, int64_t segments, double elapsed, bool
   fflush(stderr);
 }
 
+static void write_encode_summary(FILE *f, const PrepareOptions *o, const PrepareStats *st) {
+  double minutes = st->encode_seconds / 60.0;
+  fprintf(f, "vae = %s\n", o->vae ? o->vae : "");
+  fprintf(f, "text_encoder = %s\n", o->text_encoder ? o->text_encoder : "");
+  fprintf(f, "tokenizer = %s\n", o->tokenizer ? o->tokenizer : "");
+  fprintf(f, "encode_device = %s\n", st->device);
+  fprintf(f, "encode_batch = %d\n", o->batch ? o->batch : PREPARE_DEFAULT_BATCH);
+  fprintf(f, "encoded_shards = %d\n", st->encoded_shards);
+  fprintf(f, "encoded_rows = %lld\n", (long long)st->encoded_rows);
+  fprintf(f, "encode_seconds = %.2f\n", st->encode_seconds);
+  fprintf(f, "encode_rows_per_second = %.3f\n", st->encode_seconds > 0 ? st->encoded_rows / st->encode_seconds : 0.0);
+  fprintf(f, "encode_audio_hours_per_minute = %.4f\n",
+          minutes > 0 ? st->encoded_audio_seconds / 3600.0 / minutes : 0.0);
+  fprintf(f, "encoders = %s/%s\n", o->out_dir, PREPARE_ENCODERS_FILE);
+}
+
 static void write_summary(FILE *f, const PrepareOptions *o, const PrepareStats *st) {
   double minutes = st->wall_seconds / 60.0;
   fprintf(f, "sources = %s\n", o->sources ? o->sources : "");
@@ -381,6 +407,7 @@ static void write_summary(FILE *f, const PrepareOptions *o, const PrepareStats *
   fprintf(f, "wall_seconds = %.2f\n", st->wall_seconds);
   fprintf(f, "audio_hours_per_minute = %.3f\n", minutes > 0 ? st->audio_seconds / 3600.0 / minutes : 0.0);
   for (int i = 0; i < st->n_reasons; i++) fprintf(f, "skipped[%s] = %d\n", st->reason[i], st->reason_count[i]);
+  if (o->vae || o->text_encoder) write_encode_summary(f, o, st);
 }
 
 /* The values this run used (also when no resolved config text was handed in). */
@@ -394,6 +421,534 @@ static void write_options(FILE *f, const PrepareOptions *o) {
   fprintf(f, "prepare.min_fraction = %.9g\nprepare.min_seconds = %.9g\nprepare.silence_threshold = %.9g\n",
           o->min_fraction, o->min_seconds, o->silence_threshold);
   fprintf(f, "prepare.shard_size = %d\n", o->shard_size);
+}
+
+/* ---------------------------------------------------------------- encoders: configuration */
+
+/* An integer key of a config.json object: 0 when absent (out untouched) or read, -1 when
+ * present but not an int. where: "" or "text_config." for messages. */
+static int json_int(json_t *obj, const char *key, int *out, const char *path, const char *where, McmErr *err) {
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX)
+    return mcm_err(err, "%s: its config has %s%s that is not an integer", path, where, key);
+  *out = (int)json_integer_value(v);
+  return 0;
+}
+
+static int json_bool(json_t *obj, const char *key, bool *out, const char *path, McmErr *err) {
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_boolean(v)) return mcm_err(err, "%s: its config has %s that is not true or false", path, key);
+  *out = json_is_true(v);
+  return 0;
+}
+
+static int json_float(json_t *obj, const char *key, float *out, const char *path, const char *where, McmErr *err) {
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_number(v)) return mcm_err(err, "%s: its config has %s%s that is not a number", path, where, key);
+  *out = (float)json_number_value(v);
+  return 0;
+}
+
+/* The weights file's `config` attribute as a JSON object: *root NULL when the file has none.
+ * Says early (before a model is built) that the file is missing, not a tensor file, or
+ * another component's (tools/convert_diffusers.py writes `component`). */
+static int weights_config(const char *path, const char *what, const char *component, json_t **root, McmErr *err) {
+  *root = NULL;
+  McmErr why = {{0}};
+  TensorFile *tf = tf_open(path, &why);
+  if (!tf) return mcm_err(err, "%s weights: %s", what, why.msg);
+  char *text = NULL, *comp = NULL;
+  int rc = 0;
+  if (tf_has_attr(tf, "component") && tf_get_attr(tf, "component", &comp, &why))
+    rc = mcm_err(err, "%s weights: %s", what, why.msg);
+  else if (comp && strcmp(comp, component))
+    rc = mcm_err(err, "%s: holds '%s' weights, not the %s's (hint: the %s's file is %s.h5)", path, comp, what, what,
+                 component);
+  if (!rc && tf_has_attr(tf, "config") && tf_get_attr(tf, "config", &text, &why))
+    rc = mcm_err(err, "%s weights: %s", what, why.msg);
+  free(comp);
+  tf_close(tf);
+  if (rc || !text) return rc;
+  json_error_t jerr;
+  *root = json_loads(text, 0, &jerr);
+  free(text);
+  if (!json_is_object(*root)) {
+    json_decref(*root);
+    *root = NULL;
+    return mcm_err(err, "%s: its config attribute is not a JSON object (line %d: %s)", path, jerr.line, jerr.text);
+  }
+  return 0;
+}
+
+/* The VAE's sizes from its weights' config (diffusers AutoencoderKL config.json); keys the
+ * config does not state keep MusicLDM's values. vae_load compares the rest. */
+static int vae_config_from_weights(const char *path, VaeConfig *c, McmErr *err) {
+  *c = vae_config_musicldm();
+  json_t *root;
+  if (weights_config(path, "VAE", "vae", &root, err)) return -1;
+  int rc = 0;
+  if (root) {
+    rc = json_int(root, "in_channels", &c->in_channels, path, "", err);
+    if (!rc) rc = json_int(root, "out_channels", &c->out_channels, path, "", err);
+    if (!rc) rc = json_int(root, "latent_channels", &c->latent_channels, path, "", err);
+    if (!rc) rc = json_int(root, "layers_per_block", &c->layers_per_block, path, "", err);
+    if (!rc) rc = json_int(root, "norm_num_groups", &c->norm_num_groups, path, "", err);
+    if (!rc) rc = json_bool(root, "mid_block_add_attention", &c->mid_block_add_attention, path, err);
+    if (!rc) rc = json_bool(root, "use_quant_conv", &c->use_quant_conv, path, err);
+    if (!rc) rc = json_bool(root, "use_post_quant_conv", &c->use_post_quant_conv, path, err);
+    if (!rc) rc = json_float(root, "scaling_factor", &c->scaling_factor, path, "", err);
+    json_t *boc = json_object_get(root, "block_out_channels");
+    if (!rc && boc && !json_is_null(boc)) {
+      size_t n = json_array_size(boc);
+      if (!json_is_array(boc) || n < 1 || n > VAE_MAX_BLOCKS)
+        rc = mcm_err(err, "%s: its config's block_out_channels is not a list of 1..%d sizes", path, VAE_MAX_BLOCKS);
+      c->n_blocks = (int)n;
+      for (size_t i = 0; !rc && i < n; i++) {
+        json_t *v = json_array_get(boc, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT32_MAX)
+          rc = mcm_err(err, "%s: its config's block_out_channels[%zu] is not a positive integer", path, i);
+        else c->block_out_channels[i] = (int)json_integer_value(v);
+      }
+    }
+    json_decref(root);
+  }
+  McmErr why = {{0}};
+  if (!rc && vae_config_check(c, &why)) rc = mcm_err(err, "%s: %s", path, why.msg);
+  return rc;
+}
+
+/* The CLAP text tower's sizes from its weights' config: a ClapConfig (sizes in text_config,
+ * projection_dim possibly only at the root) or a flat ClapTextConfig. Keys it does not state
+ * keep transformers' defaults, which are MusicLDM's values. */
+static int clap_config_from_weights(const char *path, ClapTextConfig *c, McmErr *err) {
+  *c = clap_text_config_musicldm();
+  json_t *root;
+  if (weights_config(path, "text encoder", "text_encoder", &root, err)) return -1;
+  int rc = 0;
+  if (root) {
+    json_t *text = json_object_get(root, "text_config");
+    json_t *sec = json_is_object(text) ? text : root;
+    const char *where = sec == root ? "" : "text_config.";
+    struct {
+      const char *key;
+      int *field;
+    } ints[] = {{"vocab_size", &c->vocab_size},
+                {"hidden_size", &c->hidden_size},
+                {"num_hidden_layers", &c->num_hidden_layers},
+                {"num_attention_heads", &c->num_attention_heads},
+                {"intermediate_size", &c->intermediate_size},
+                {"max_position_embeddings", &c->max_position_embeddings},
+                {"type_vocab_size", &c->type_vocab_size},
+                {"pad_token_id", &c->pad_token_id}};
+    for (size_t i = 0; !rc && i < sizeof ints / sizeof ints[0]; i++)
+      rc = json_int(sec, ints[i].key, ints[i].field, path, where, err);
+    if (!rc) rc = json_float(sec, "layer_norm_eps", &c->layer_norm_eps, path, where, err);
+    if (!rc && sec != root) rc = json_int(root, "projection_dim", &c->projection_dim, path, "", err);
+    if (!rc) rc = json_int(sec, "projection_dim", &c->projection_dim, path, where, err);
+    json_decref(root);
+  }
+  /* MusicLDM's tokenizer length, or what RoBERTa's positions (from pad + 1) leave. */
+  int room = c->max_position_embeddings - c->pad_token_id - 1;
+  c->max_length = room < 512 ? room : 512;
+  McmErr why = {{0}};
+  if (!rc && clap_text_config_check(c, &why)) rc = mcm_err(err, "%s: %s", path, why.msg);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- encoders: the models */
+
+typedef struct Encoders {
+  Ctx *ctx;
+  ParamSet vae_ps, text_ps;
+  Vae *vae;           /* NULL without o->vae */
+  ClapText *text;     /* NULL without o->text_encoder */
+  Tokenizer *tok;
+  int batch;
+  int frames, n_mels; /* every row's mel: (frames, n_mels) */
+  int lat_c, lat_t, lat_f; /* latent row (2L, frames/f, n_mels/f) */
+  int emb_dim;        /* P */
+  float *uncond;      /* (P): clap_text_embed("") */
+} Encoders;
+
+static void encoders_close(Encoders *en) {
+  if (!en) return;
+  if (en->vae) params_free(&en->vae_ps);
+  if (en->text) params_free(&en->text_ps);
+  tokenizer_free(en->tok);
+  if (en->ctx) ctx_destroy(en->ctx);
+  free(en->uncond);
+  free(en);
+}
+
+/* Loads the encoders o asks for and checks them against rows of (frames, n_mels): NULL with
+ * err (naming the file and what does not fit) before anything is written. */
+static Encoders *encoders_open(const PrepareOptions *o, int frames, int n_mels, McmErr *err) {
+  if (o->batch < 0) {
+    mcm_err(err, "batch = %d: expected a positive number of rows per forward pass", o->batch);
+    return NULL;
+  }
+  if (o->text_encoder && !o->tokenizer) {
+    mcm_err(err, "a text encoder needs its tokenizer: give --tokenizer DIR (holding vocab.json and merges.txt)");
+    return NULL;
+  }
+  if (o->tokenizer && !o->text_encoder) {
+    mcm_err(err, "--tokenizer is only used with --text-encoder FILE");
+    return NULL;
+  }
+  VaeConfig vc;
+  ClapTextConfig tc;
+  if (o->vae) {
+    if (vae_config_from_weights(o->vae, &vc, err)) return NULL;
+    const int f = vae_downsample_factor(&vc);
+    if (vc.in_channels != 1) {
+      mcm_err(err, "%s: the VAE takes %d input channels; a log-mel is one (hint: is this MusicLDM's VAE?)", o->vae,
+              vc.in_channels);
+      return NULL;
+    }
+    if (frames % f || n_mels % f) {
+      mcm_err(err,
+              "%s: the VAE downsamples by %d, but the mel rows are %d frames x %d mels (hint: prepare.segment_frames "
+              "and mel.n_mels must be multiples of %d)",
+              o->vae, f, frames, n_mels, f);
+      return NULL;
+    }
+  }
+  if (o->text_encoder && clap_config_from_weights(o->text_encoder, &tc, err)) return NULL;
+
+  DeviceSpec spec;
+  if (device_spec_parse(o->device ? o->device : "cpu", &spec, err)) return NULL;
+  Encoders *en = CALLOC_CHECK(1, sizeof *en);
+  if (o->text_encoder) {
+    char vocab[4200], merges[4200];
+    mcm_snprintf(vocab, sizeof vocab, "%s/vocab.json", o->tokenizer);
+    mcm_snprintf(merges, sizeof merges, "%s/merges.txt", o->tokenizer);
+    en->tok = tokenizer_load(vocab, merges, err);
+    if (!en->tok) goto fail;
+  }
+  en->batch = o->batch ? o->batch : PREPARE_DEFAULT_BATCH;
+  en->frames = frames;
+  en->n_mels = n_mels;
+  en->ctx = ctx_create(&spec, 0, err);
+  if (!en->ctx) goto fail;
+  ctx_set_grad(en->ctx, false);
+  if (o->vae) {
+    params_init(&en->vae_ps, "");
+    en->vae = vae_create(en->ctx, &vc, &en->vae_ps);
+    if (vae_load(en->ctx, en->vae, o->vae, err)) goto fail;
+    const int f = vae_downsample_factor(&vc);
+    en->lat_c = 2 * vc.latent_channels;
+    en->lat_t = frames / f;
+    en->lat_f = n_mels / f;
+  }
+  if (o->text_encoder) {
+    params_init(&en->text_ps, "");
+    en->text = clap_text_create(en->ctx, &tc, &en->text_ps);
+    if (clap_text_load(en->ctx, en->text, o->text_encoder, err)) goto fail;
+    en->emb_dim = tc.projection_dim;
+    /* The unconditional embedding first: it also proves that tokenizer and tower fit. */
+    McmErr why = {{0}};
+    Tensor *u = clap_text_embed(en->ctx, en->text, en->tok, (const char *const[]){""}, 1, &why); /* (1, P) */
+    if (!u) {
+      mcm_err(err, "%s with the tokenizer in %s: %s", o->text_encoder, o->tokenizer, why.msg);
+      goto fail;
+    }
+    en->uncond = MALLOC_CHECK((size_t)en->emb_dim * sizeof(float));
+    tensor_to_host_f32(en->ctx, u, en->uncond);
+    ctx_step_reset(en->ctx);
+    for (int k = 0; k < en->emb_dim; k++)
+      if (!isfinite(en->uncond[k])) {
+        mcm_err(err, "%s: the text encoder gives a non-finite embedding for \"\" (hint: the weights may be damaged)",
+                o->text_encoder);
+        goto fail;
+      }
+  }
+  return en;
+fail:
+  encoders_close(en);
+  return NULL;
+}
+
+/* Rows mel (B, frames, n_mels) and their captions -> lat (B, 2L, h, w) and emb (B, P), each
+ * only for the encoders that are loaded. No gradients; the arena is reset afterwards. */
+static int encode_batch(Encoders *en, const float *mel, const char *const *captions, int B, float *lat, float *emb,
+                        McmErr *err) {
+  Ctx *ctx = en->ctx;
+  int rc = 0;
+  if (en->vae) {
+    Tensor *x = tensor_new(ctx, DT_F32, SHAPE(B, 1, en->frames, en->n_mels)); /* (B, 1, H, W): time x mel */
+    tensor_from_host_f32(ctx, x, mel);
+    VaeMoments m = vae_encode(ctx, en->vae, x);                             /* (B, L, H/f, W/f) each */
+    Tensor *moments = op_concat(ctx, (Tensor *const[]){m.mean, m.logvar}, 2, 1); /* (B, 2L, H/f, W/f) */
+    tensor_to_host_f32(ctx, moments, lat);
+  }
+  if (en->text) {
+    Tensor *e = clap_text_embed(ctx, en->text, en->tok, captions, B, err); /* (B, P) */
+    if (e) tensor_to_host_f32(ctx, e, emb);
+    else rc = -1;
+  }
+  ctx_step_reset(ctx);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- encoders: the shards */
+
+typedef struct EncodeProgress {
+  bool on;
+  int64_t done, total; /* rows */
+  int shard, shards;
+  double t0, last;
+} EncodeProgress;
+
+static void encode_progress(EncodeProgress *p, bool final) {
+  double now = now_seconds();
+  if (!p->on || (!final && now - p->last < 0.25)) return;
+  p->last = now;
+  enum { BAR = 30 };
+  char bar[BAR + 1], eta[32];
+  int fill = p->total ? (int)(p->done * BAR / p->total) : BAR;
+  for (int i = 0; i < BAR; i++) bar[i] = i < fill ? '#' : '.';
+  bar[BAR] = 0;
+  double rate = now > p->t0 ? (double)p->done / (now - p->t0) : 0;
+  fmt_duration(rate > 0 ? (double)(p->total - p->done) / rate : -1, eta, sizeof eta);
+  fprintf(stderr, "\rencode  [%s] %lld/%lld rows  %.2f rows/s  ETA %s  shard %d/%d\033[K%s", bar, (long long)p->done,
+          (long long)p->total, rate, eta, p->shard, p->shards, final ? "\n" : "");
+  fflush(stderr);
+}
+
+/* Index of the first non-finite value of x[0..n), or -1. */
+static int64_t first_nonfinite(const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
+
+static int copy_file(const char *from, const char *to, McmErr *err) {
+  int in = open(from, O_RDONLY | O_CLOEXEC);
+  if (in < 0) return mcm_err(err, "%s: cannot open: %s", from, strerror(errno));
+  int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (out < 0) {
+    int rc = mcm_err(err, "%s: cannot create the copy %s: %s", from, to, strerror(errno));
+    close(in);
+    return rc;
+  }
+  enum { BUF = 1 << 16 };
+  char *buf = MALLOC_CHECK(BUF);
+  int rc = 0;
+  for (ssize_t n; rc == 0 && (n = read(in, buf, BUF)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      rc = mcm_err(err, "%s: read failed: %s", from, strerror(errno));
+      break;
+    }
+    for (ssize_t done = 0, w; rc == 0 && done < n; done += w > 0 ? w : 0) {
+      w = write(out, buf + done, (size_t)(n - done));
+      if (w < 0 && errno != EINTR)
+        rc = mcm_err(err, "%s: cannot write the copy %s: %s (hint: is the disk full?)", from, to, strerror(errno));
+    }
+  }
+  free(buf);
+  close(in);
+  if (close(out) < 0 && rc == 0) rc = mcm_err(err, "%s: cannot write the copy %s: %s", from, to, strerror(errno));
+  return rc;
+}
+
+/* Replaces the shard at path by a copy holding lat / emb (NULL: leave that dataset as it is),
+ * in one rename: on any failure the shard is untouched and the copy removed. */
+static int publish_encoded(const Encoders *en, const char *path, const float *lat, const float *emb, McmErr *err) {
+  char tmp[4200];
+  if (strlen(path) + 9 > sizeof tmp) return mcm_err(err, "%s: path too long", path);
+  snprintf(tmp, sizeof tmp, "%s.enc.tmp", path);
+  McmErr why = {{0}};
+  int rc = copy_file(path, tmp, &why);
+  if (rc == 0 && lat) rc = shard_add_latents(tmp, lat, en->lat_c, en->lat_t, en->lat_f, &why);
+  if (rc == 0 && emb) rc = shard_add_text_emb(tmp, emb, en->emb_dim, &why);
+  if (rc == 0) return file_publish(tmp, path, err) ? mcm_err(err, "%s: %s (the shard is unchanged)", path, err->msg) : 0;
+  unlink(tmp);
+  return mcm_err(err, "%s: %s (the shard is unchanged)", path, why.msg);
+}
+
+/* Encodes every row of the shard at path, then publishes it with its new datasets. */
+static int encode_shard(Encoders *en, const char *path, EncodeProgress *p, int64_t *rows, double *seconds,
+                        McmErr *err) {
+  Shard *s = shard_open(path, err);
+  if (!s) return -1;
+  const ShardInfo info = shard_info(s);
+  const int64_t N = shard_count(s);
+  if (info.frames != en->frames || info.n_mels != en->n_mels) {
+    mcm_err(err, "%s: rows of %d frames x %d mels, but the encoders were checked for %d x %d", path, info.frames,
+            info.n_mels, en->frames, en->n_mels);
+    shard_close(s);
+    return -1;
+  }
+  const size_t mel_row = (size_t)en->frames * en->n_mels, lat_row = (size_t)en->lat_c * en->lat_t * en->lat_f;
+  float *lat = en->vae ? MALLOC_CHECK(((size_t)N * lat_row + 1) * sizeof(float)) : NULL;  /* (N, 2L, h, w) */
+  float *emb = en->text ? MALLOC_CHECK(((size_t)N * en->emb_dim + 1) * sizeof(float)) : NULL; /* (N, P) */
+  float *mel = MALLOC_CHECK((size_t)en->batch * mel_row * sizeof(float)); /* (batch, frames, n_mels) */
+  char **captions = CALLOC_CHECK((size_t)en->batch, sizeof *captions);
+  int rc = 0;
+  for (int64_t i0 = 0; rc == 0 && i0 < N; i0 += en->batch) {
+    const int B = (int)(N - i0 < en->batch ? N - i0 : en->batch);
+    for (int b = 0; rc == 0 && b < B; b++) rc = shard_read(s, i0 + b, mel + b * mel_row, &captions[b], err);
+    if (rc == 0) {
+      McmErr why = {{0}};
+      rc = encode_batch(en, mel, (const char *const *)captions, B, lat ? lat + (size_t)i0 * lat_row : NULL,
+                        emb ? emb + (size_t)i0 * en->emb_dim : NULL, &why);
+      if (rc) mcm_err(err, "%s, rows %lld..%lld: %s", path, (long long)i0, (long long)(i0 + B - 1), why.msg);
+    }
+    for (int b = 0; b < B; b++) free(captions[b]), captions[b] = NULL;
+    p->done += rc == 0 ? B : 0;
+    encode_progress(p, false);
+  }
+  shard_close(s);
+  free(mel);
+  free(captions);
+  int64_t bad;
+  if (rc == 0 && lat && (bad = first_nonfinite(lat, N * (int64_t)lat_row)) >= 0)
+    rc = mcm_err(err, "%s, row %lld: the VAE gives a non-finite value (hint: are the weights damaged?)", path,
+                 (long long)(bad / (int64_t)lat_row));
+  if (rc == 0 && emb && (bad = first_nonfinite(emb, N * (int64_t)en->emb_dim)) >= 0)
+    rc = mcm_err(err, "%s, row %lld: the text encoder gives a non-finite value (hint: are the weights damaged?)",
+                 path, (long long)(bad / en->emb_dim));
+  if (rc == 0) rc = publish_encoded(en, path, lat, emb, err);
+  if (rc == 0) {
+    *rows += N;
+    *seconds += (double)N * info.frames * info.hop / info.rate;
+  }
+  free(lat);
+  free(emb);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- encoders: encoders.h5 */
+
+typedef struct EncodersFile {
+  bool has_scale;
+  float scale;        /* vae_scaling_factor */
+  char vae[4096];
+  float *uncond;      /* (emb_dim) or NULL */
+  int emb_dim;
+  char text_encoder[4096], tokenizer[4096];
+} EncodersFile;
+
+static void attr_into(TensorFile *tf, const char *name, char *buf, size_t size) {
+  char *v = NULL;
+  McmErr ignored;
+  if (tf_has_attr(tf, name) && tf_get_attr(tf, name, &v, &ignored) == 0) mcm_snprintf(buf, size, "%s", v);
+  free(v);
+}
+
+/* What an earlier run left in dir/encoders.h5 for the encoders this run does not use
+ * (best effort: an unreadable file carries nothing over). */
+static void encoders_file_carry(const char *dir, const PrepareOptions *o, EncodersFile *ef) {
+  memset(ef, 0, sizeof *ef);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", dir, PREPARE_ENCODERS_FILE);
+  if (access(path, F_OK) != 0) return;
+  McmErr ignored;
+  TensorFile *tf = tf_open(path, &ignored);
+  if (!tf) return;
+  int nd;
+  int64_t shape[MCM_MAX_DIMS];
+  DType dt;
+  if (!o->vae && tf_has(tf, "vae_scaling_factor") &&
+      tf_read(tf, "vae_scaling_factor", 0, NULL, &ef->scale, &ignored) == 0) {
+    ef->has_scale = true;
+    attr_into(tf, "vae", ef->vae, sizeof ef->vae);
+  }
+  if (!o->text_encoder && tf_has(tf, "uncond_text_emb") &&
+      tf_info(tf, "uncond_text_emb", &nd, shape, &dt, &ignored) == 0 && nd == 1 && shape[0] > 0 &&
+      shape[0] <= INT32_MAX) {
+    ef->uncond = MALLOC_CHECK((size_t)shape[0] * sizeof(float));
+    ef->emb_dim = (int)shape[0];
+    if (tf_read(tf, "uncond_text_emb", 1, shape, ef->uncond, &ignored)) {
+      free(ef->uncond);
+      ef->uncond = NULL;
+    } else {
+      attr_into(tf, "text_encoder", ef->text_encoder, sizeof ef->text_encoder);
+      attr_into(tf, "tokenizer", ef->tokenizer, sizeof ef->tokenizer);
+    }
+  }
+  tf_close(tf);
+}
+
+/* Publishes dir/encoders.h5 holding ef (removes it when ef holds nothing). */
+static int encoders_file_write(const char *dir, const EncodersFile *ef, McmErr *err) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", dir, PREPARE_ENCODERS_FILE);
+  if (!ef->has_scale && !ef->uncond) {
+    if (unlink(path) != 0 && errno != ENOENT) return mcm_err(err, "cannot remove '%s': %s", path, strerror(errno));
+    return 0;
+  }
+  TensorFile *tf = tf_create(path, err);
+  if (!tf) return -1;
+  int rc = tf_set_attr(tf, "format", PREPARE_ENCODERS_FORMAT, err);
+  if (!rc && ef->has_scale) {
+    rc = tf_write(tf, "vae_scaling_factor", DT_F32, 0, NULL, &ef->scale, err);
+    if (!rc) rc = tf_set_attr(tf, "vae", ef->vae, err);
+    if (!rc)
+      rc = tf_set_attr(tf, "latent",
+                       "per row (2L, frames/f, n_mels/f): the VAE posterior's mean (channels 0..L-1) and logvar "
+                       "(L..2L-1), unscaled; z = (mean + exp(0.5 clamp(logvar, -30, 20)) eps) * vae_scaling_factor",
+                       err);
+  }
+  if (!rc && ef->uncond) {
+    rc = tf_write(tf, "uncond_text_emb", DT_F32, 1, (int64_t[]){ef->emb_dim}, ef->uncond, err);
+    if (!rc) rc = tf_set_attr(tf, "text_encoder", ef->text_encoder, err);
+    if (!rc) rc = tf_set_attr(tf, "tokenizer", ef->tokenizer, err);
+  }
+  if (rc) {
+    tf_abort(tf);
+    return -1;
+  }
+  return tf_commit(tf, err);
+}
+
+/* path made absolute (as given when that fails), for the record in encoders.h5. */
+static void full_path(const char *path, char *buf, size_t size) {
+  char *r = realpath(path, NULL);
+  mcm_snprintf(buf, size, "%s", r ? r : path);
+  free(r);
+}
+
+/* Encodes the shards dir/shard_<idx[k]>.h5 with en, keeping encoders.h5 truthful: first
+ * only what this run carries over, at the end everything. */
+static int encode_shards(Encoders *en, const PrepareOptions *o, const char *dir, const int *idx, int n,
+                         int64_t total_rows, EncodersFile *carry, PrepareStats *st, McmErr *err) {
+  if (encoders_file_write(dir, carry, err)) return -1;
+  EncodeProgress p = {.on = o->progress, .total = total_rows, .shards = n, .t0 = now_seconds(), .last = 0};
+  double seconds = 0;
+  int rc = 0;
+  for (int k = 0; rc == 0 && k < n; k++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/shard_%05d.h5", dir, idx[k]);
+    p.shard = k + 1;
+    rc = encode_shard(en, path, &p, &st->encoded_rows, &seconds, err);
+    if (rc == 0) st->encoded_shards++;
+  }
+  if (rc == 0) {
+    encode_progress(&p, true);
+    EncodersFile all = *carry;
+    if (en->vae) {
+      all.has_scale = true;
+      all.scale = en->vae->cfg.scaling_factor;
+      full_path(o->vae, all.vae, sizeof all.vae);
+    }
+    if (en->text) {
+      all.uncond = en->uncond;
+      all.emb_dim = en->emb_dim;
+      full_path(o->text_encoder, all.text_encoder, sizeof all.text_encoder);
+      full_path(o->tokenizer, all.tokenizer, sizeof all.tokenizer);
+    }
+    rc = encoders_file_write(dir, &all, err);
+  } else if (p.on) {
+    fputc('\n', stderr);
+  }
+  st->encoded_audio_seconds += seconds;
+  mcm_snprintf(st->device, sizeof st->device, "%s", en->ctx->device_name);
+  return rc;
 }
 
 /* ---------------------------------------------------------------- the run */
@@ -450,20 +1005,20 @@ static int write_result(const PrepareOptions *o, const ManifestEntry *e, const F
   return 0;
 }
 
-int prepare_run(const Manifest *m, const PrepareOptions *o, PrepareStats *st, McmErr *err) {
-  memset(st, 0, sizeof *st);
+/* The mel pass: manifest entries -> shards, report.tsv. */
+static int mel_pass(const Manifest *m, const PrepareOptions *o, PrepareStats *st, McmErr *err) {
   const double t0 = now_seconds();
-  if (check_options(o, err)) return -1;
   if (make_dirs(o->out_dir, err)) return -1;
   char first[300];
   if (!o->overwrite && find_shards(o->out_dir, 0, false, first, sizeof first) >= 0)
     return mcm_err(err, "output directory '%s' already holds %s from an earlier run: choose another --out or pass --overwrite",
                    o->out_dir, first);
-  char report_path[4200], summary_path[4200];
+  char report_path[4200], encoders_path[4200];
   snprintf(report_path, sizeof report_path, "%s/report.tsv", o->out_dir);
-  snprintf(summary_path, sizeof summary_path, "%s/prepare_summary.txt", o->out_dir);
+  snprintf(encoders_path, sizeof encoders_path, "%s/%s", o->out_dir, PREPARE_ENCODERS_FILE);
   FILE *report = open_tmp(report_path, err);
   if (!report) return -1;
+  unlink(encoders_path); /* an earlier run's: it does not describe the new shards */
   fputs("path\treason\tdetail\n", report);
   st->started = true;
   st->files = m->n + m->n_skips;
@@ -569,7 +1124,42 @@ int prepare_run(const Manifest *m, const PrepareOptions *o, PrepareStats *st, Mc
     unlink(tmp);
     return -1;
   }
-  if (commit_tmp(report, report_path, err)) return -1;
+  return commit_tmp(report, report_path, err);
+}
+
+static bool wants_encoders(const PrepareOptions *o) { return o->vae || o->text_encoder || o->tokenizer; }
+
+int prepare_run(const Manifest *m, const PrepareOptions *o, PrepareStats *st, McmErr *err) {
+  memset(st, 0, sizeof *st);
+  if (check_options(o, err)) return -1;
+  /* The encoders are loaded and checked against the mel size first: a mismatch refuses the
+   * run before anything is written. */
+  Encoders *en = NULL;
+  double t_enc = now_seconds();
+  if (wants_encoders(o) && !(en = encoders_open(o, o->segment_frames, o->mel.n_mels, err))) return -1;
+  double load_seconds = now_seconds() - t_enc;
+  int rc = mel_pass(m, o, st, err);
+  if (rc == 0 && en && st->shards > 0) {
+    int *idx = MALLOC_CHECK((size_t)st->shards * sizeof *idx);
+    for (int k = 0; k < st->shards; k++) idx[k] = k;
+    EncodersFile carry = {0};
+    t_enc = now_seconds();
+    rc = encode_shards(en, o, o->out_dir, idx, st->shards, st->segments, &carry, st, err);
+    st->encode_seconds = load_seconds + now_seconds() - t_enc;
+    free(idx);
+    if (rc) {
+      char msg[sizeof err->msg];
+      mcm_snprintf(msg, sizeof msg, "%s", err->msg);
+      mcm_err(err, "%s; the mel shards are complete: finish with ./prepare --add-latents --out %s and the same weights",
+              msg, o->out_dir);
+    }
+  }
+  encoders_close(en);
+  if (rc) return -1;
+
+  char report_path[4200], summary_path[4200];
+  snprintf(report_path, sizeof report_path, "%s/report.tsv", o->out_dir);
+  snprintf(summary_path, sizeof summary_path, "%s/prepare_summary.txt", o->out_dir);
   FILE *f = open_tmp(summary_path, err);
   if (!f) return -1;
   fputs("# mcm ./prepare summary\n", f);
@@ -582,6 +1172,87 @@ int prepare_run(const Manifest *m, const PrepareOptions *o, PrepareStats *st, Mc
     printf("# mcm prepare: done\n");
     write_summary(stdout, o, st);
     printf("report = %s\nsummary = %s\n", report_path, summary_path);
+    fflush(stdout);
+  }
+  return 0;
+}
+
+/* Indices of dir's shard_NNNNN.h5 files, ascending; *n of them (malloc'd; NULL when none). */
+static int *list_shards(const char *dir, int *n, McmErr *err) {
+  *n = 0;
+  DIR *d = opendir(dir);
+  if (!d) {
+    mcm_err(err, "cannot read directory '%s': %s", dir, strerror(errno));
+    return NULL;
+  }
+  int cap = 0, *idx = NULL;
+  for (struct dirent *e; (e = readdir(d));) {
+    int k = shard_index(e->d_name);
+    if (k < 0) continue;
+    if (*n == cap) idx = REALLOC_CHECK(idx, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *idx);
+    int j = (*n)++;
+    for (; j > 0 && idx[j - 1] > k; j--) idx[j] = idx[j - 1];
+    idx[j] = k;
+  }
+  closedir(d);
+  if (*n == 0) mcm_err(err, "'%s' holds no shard_NNNNN.h5 (hint: make them first with ./prepare --manifest FILE)", dir);
+  return idx;
+}
+
+int prepare_add_latents(const PrepareOptions *o, PrepareStats *st, McmErr *err) {
+  memset(st, 0, sizeof *st);
+  const double t0 = now_seconds();
+  if (!o->out_dir || !o->out_dir[0]) return mcm_err(err, "no shard directory given");
+  if (!o->vae && !o->text_encoder)
+    return mcm_err(err, "nothing to add: give --vae FILE and / or --text-encoder FILE --tokenizer DIR");
+  int n;
+  int *idx = list_shards(o->out_dir, &n, err);
+  if (!idx) return -1;
+  /* Every shard's structure first (not its checksums: encode_shard verifies those), so
+   * that shards of different mel sizes are refused before any is changed. */
+  ShardInfo info0 = {0};
+  int64_t total = 0;
+  int rc = 0;
+  for (int k = 0; rc == 0 && k < n; k++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/shard_%05d.h5", o->out_dir, idx[k]);
+    Shard *s = shard_open_flags(path, SHARD_NO_VERIFY, err);
+    if (!s) {
+      rc = -1;
+      break;
+    }
+    ShardInfo info = shard_info(s);
+    total += shard_count(s);
+    shard_close(s);
+    if (k == 0) info0 = info;
+    else if (info.frames != info0.frames || info.n_mels != info0.n_mels)
+      rc = mcm_err(err, "%s: rows of %d frames x %d mels, but shard_%05d.h5 has %d x %d: one run's shards only", path,
+                   info.frames, info.n_mels, idx[0], info0.frames, info0.n_mels);
+  }
+  Encoders *en = rc ? NULL : encoders_open(o, info0.frames, info0.n_mels, err);
+  if (!en) {
+    free(idx);
+    return -1;
+  }
+  if (!o->quiet) {
+    printf("# mcm prepare --add-latents: %d shards, %lld rows in %s on %s%s%s%s%s\n", n, (long long)total, o->out_dir,
+           en->ctx->device_name, o->vae ? "; vae " : "", o->vae ? o->vae : "", o->text_encoder ? "; text encoder " : "",
+           o->text_encoder ? o->text_encoder : "");
+    fflush(stdout);
+  }
+  st->started = true;
+  EncodersFile carry;
+  encoders_file_carry(o->out_dir, o, &carry);
+  rc = encode_shards(en, o, o->out_dir, idx, n, total, &carry, st, err);
+  free(carry.uncond);
+  encoders_close(en);
+  free(idx);
+  st->encode_seconds = now_seconds() - t0;
+  st->wall_seconds = st->encode_seconds;
+  if (rc) return -1;
+  if (!o->quiet) {
+    printf("# mcm prepare --add-latents: done\n");
+    write_encode_summary(stdout, o, st);
     fflush(stdout);
   }
   return 0;

@@ -28,8 +28,41 @@
  *                         manifest order: the bytes do not depend on the number of threads
  *   report.tsv            path <TAB> reason <TAB> detail, one line per skipped entry
  *   prepare_summary.txt   counts, hours, throughput, skip reasons, the resolved config
+ *   encoders.h5           with encoders only: see "Latents and text embeddings" below
  * An out_dir that already holds shard_*.h5 is refused unless overwrite is set (then stale
  * shards beyond the new count are removed at the end, so a glob never mixes two runs).
+ *
+ * Latents and text embeddings (optional: o->vae and / or o->text_encoder). After the mel
+ * shards are committed (prepare_run), or on the shards already in out_dir
+ * (prepare_add_latents, ./prepare --add-latents), every row gets
+ *   latent    (2L, frames/f, n_mels/f): the VAE posterior's moments, mean ‖ logvar along
+ *             channels (vae_encode of the stored mel, logvar as the network gives it). The
+ *             trainer draws a fresh z = (mean + exp(½·clamp(logvar, −30, 20))·ε)·scaling
+ *             each epoch (vae_sample, then the scale), as MusicLDM trains on sampled latents.
+ *   text_emb  (P): clap_text_embed of the row's caption (L2-normalised, P = 512 at full size).
+ * The models are built from the sizes in the weights' `config` attribute (keys it does not
+ * state keep MusicLDM's values) and checked against the data before anything is written:
+ * one input channel, frames and n_mels multiples of the VAE's factor f, a tokenizer that
+ * fits the tower (the unconditional embedding is computed first). The CLAP tokenizer
+ * truncates at 512 tokens (MusicLDM), or fewer where the tower's position table is shorter.
+ * Rows are encoded on o->device in batches of o->batch, without gradients; every value must
+ * be finite. Each shard is then rewritten atomically: both datasets go into a private copy
+ * ("<shard>.enc.tmp") that is renamed over the shard, so a failure at any point leaves the
+ * shard exactly as it was. A run that fails part-way leaves the shards done so far complete.
+ *
+ * What is per dataset, not per row, goes into out_dir/encoders.h5 (a tensor file;
+ * core/tensorfile.h), because shard.h has no way to add an attribute or a non-row dataset:
+ *   uncond_text_emb     (P)  clap_text_embed("") (MusicLDM's unconditional embedding)
+ *   vae_scaling_factor  ()   the VAE config's scaling_factor (1.0753 for MusicLDM); NOT
+ *                            applied to the stored moments: the trainer multiplies z by it
+ *   attributes          format "mcm-encoders 1", vae / text_encoder / tokenizer (the files
+ *                       used), latent (the layout above in words)
+ * It is replaced at the start of a run by one holding only what that run does not recompute
+ * (carried over from the old file: a --text-encoder-only run keeps the VAE's entries), and
+ * written in full once every shard is done: a dataset whose shards have latents but whose
+ * encoders.h5 lacks vae_scaling_factor did not finish; run --add-latents again.
+ * Memory: the arena keeps a batch's activations until it is done: 1.3 GB per row for the
+ * full-size VAE on 1024 x 64 mels (measured), so o->batch sets the peak.
  */
 #pragma once
 #include <stdbool.h>
@@ -60,7 +93,17 @@ typedef struct PrepareOptions {
   bool quiet;              /* no summary on stdout */
   const char *config_text; /* resolved configuration (INI) for the summary; may be NULL */
   const char *sources;     /* what was read ("manifest.json"), for the summary; may be NULL */
+  /* Encoders (see "Latents and text embeddings" above); all NULL / 0: mel shards only. */
+  const char *vae;          /* converted VAE weights (tools/convert_diffusers.py vae.h5) */
+  const char *text_encoder; /* converted CLAP weights (text_encoder.h5); needs tokenizer */
+  const char *tokenizer;    /* directory holding vocab.json and merges.txt */
+  const char *device;       /* "cpu" (also NULL), "cuda", "cuda:N" or "auto" */
+  int batch;                /* rows per forward pass; 0: PREPARE_DEFAULT_BATCH */
 } PrepareOptions;
+
+#define PREPARE_DEFAULT_BATCH 4
+#define PREPARE_ENCODERS_FILE "encoders.h5"
+#define PREPARE_ENCODERS_FORMAT "mcm-encoders 1"
 
 /* The options from the [mel] and [prepare] sections (threads 0 -> the number of cores). */
 void prepare_options_from_config(const Config *cfg, PrepareOptions *o);
@@ -81,6 +124,12 @@ typedef struct PrepareStats {
   int n_reasons;
   char reason[PREPARE_MAX_REASONS][48];
   int reason_count[PREPARE_MAX_REASONS];
+  /* Encoding (when o->vae or o->text_encoder was given). */
+  int64_t encoded_rows;
+  int encoded_shards;
+  double encoded_audio_seconds; /* rows x frames x hop / rate */
+  double encode_seconds;  /* loading the models included */
+  char device[128];       /* where the encoders ran */
 } PrepareStats;
 
 /* Window starts and lengths (in samples, lengths <= W; a shorter one is zero-padded) for a
@@ -93,6 +142,14 @@ int64_t prepare_windows(const PrepareOptions *o, int64_t n, int64_t *starts, int
  * options, out_dir unusable or holding an earlier run's shards; stats->started false) or
  * failed part-way (a shard or report write failed; shards committed before stay valid). */
 int prepare_run(const Manifest *m, const PrepareOptions *o, PrepareStats *stats, McmErr *err);
+
+/* ./prepare --add-latents: encodes every shard_*.h5 already in o->out_dir (at least one
+ * of o->vae, o->text_encoder; the mel and crop options are not used), replacing latent /
+ * text_emb datasets an earlier run added. Returns 0, or -1 with err: refused before
+ * starting (no shards, bad options, models that do not load or do not fit the shards;
+ * stats->started false; nothing changed) or failed part-way (the failing shard unchanged,
+ * earlier ones complete, encoders.h5 without the entries of this run). */
+int prepare_add_latents(const PrepareOptions *o, PrepareStats *stats, McmErr *err);
 
 #ifdef __cplusplus
 }
