@@ -15,3 +15,4 @@
 #include "matmul.h"
 #include "embedding.h"
 #include "normalize.h"
+#include "optim.h"
