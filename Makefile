@@ -85,13 +85,26 @@ else
   CUDA_DESC := no ($(CUDA_WHY))
 endif
 
+# MPI: data parallelism across CPU processes, and the NCCL id exchange across nodes.
+MPI ?= auto
 MPICC_PATH := $(shell command -v mpicc 2>/dev/null)
 ifeq ($(MPI),1)
   ifeq ($(MPICC_PATH),)
     $(error MPI=1 but mpicc was not found; install libopenmpi-dev or build without MPI=1)
   endif
 endif
-MPI_DESC := $(if $(MPICC_PATH),found ($(MPICC_PATH)); not used yet,not found)
+ifeq ($(MPI),0)
+  USE_MPI := 0
+  MPI_DESC := disabled (MPI=0)
+else ifneq ($(MPICC_PATH),)
+  USE_MPI := 1
+  MPI_CFLAGS := $(shell mpicc --showme:compile)
+  MPI_LIBS := $(shell mpicc --showme:link)
+  MPI_DESC := $(shell mpirun --version 2>/dev/null | head -1)
+else
+  USE_MPI := 0
+  MPI_DESC := not found (single-process training only)
+endif
 
 ifeq ($(MAKELEVEL),0)
   $(info mcm build: CUDA $(CUDA_DESC) | BLAS OpenBLAS | HDF5 $(shell pkg-config --modversion hdf5 2>/dev/null) | MPI $(MPI_DESC)$(if $(filter 1,$(SAN)), | sanitizers ASan+UBSan))
@@ -100,14 +113,14 @@ endif
 # ---------------------------------------------------------------- flags
 BUILD := build/$(if $(filter 1,$(SAN)),san,$(if $(filter 1,$(USE_CUDA)),cuda,cpu))
 CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
-          -fopenmp -ffp-contract=off -I. $(HDF5_CFLAGS) -DMCM_CUDA=$(USE_CUDA) -MMD -MP
-LDLIBS := $(HDF5_LIBS) $(INIH_LIBS) $(SNDFILE_LIBS) $(AUDIO_LIBS) $(BLAS_LIBS) -lm -lpthread
+          -fopenmp -ffp-contract=off -I. $(HDF5_CFLAGS) -DMCM_CUDA=$(USE_CUDA) -DMCM_MPI=$(USE_MPI) $(MPI_CFLAGS) -MMD -MP
+LDLIBS := $(HDF5_LIBS) $(INIH_LIBS) $(SNDFILE_LIBS) $(AUDIO_LIBS) $(BLAS_LIBS) $(MPI_LIBS) -lm -lpthread
 LDFLAGS := -fopenmp
 ifeq ($(SAN),1)
   CFLAGS += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
   LDFLAGS += -fsanitize=address,undefined
 endif
-NVCCFLAGS := -O3 -g -std=c++17 -I. $(HDF5_CFLAGS) $(CUDA_GENCODE) -DMCM_CUDA=1 -MMD -MP \
+NVCCFLAGS := -O3 -g -std=c++17 -I. $(HDF5_CFLAGS) $(MPI_CFLAGS) $(CUDA_GENCODE) -DMCM_CUDA=1 -DMCM_MPI=$(USE_MPI) -MMD -MP \
              -Xcompiler -Wall,-Wno-unused-parameter --expt-relaxed-constexpr
 ifeq ($(USE_CUDA),1)
   CFLAGS += -I$(CUDA_INC)

@@ -18,6 +18,8 @@ PACKAGES=(
   libpng-dev        # spectrogram pictures (./infer --mel-png)
   libfluidsynth-dev # rendering the demo dataset from generated MIDI
   fluid-soundfont-gm # the General MIDI SoundFont the demo dataset is rendered with
+  libopenmpi-dev    # data-parallel training across CPU processes (mpicc, MPI collectives)
+  openmpi-bin       # mpirun
 )
 
 missing=()
