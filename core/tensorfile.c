@@ -784,10 +784,13 @@ static herr_t attr_names_cb(hid_t loc, const char *name, const H5A_info_t *info,
   return 0;
 }
 
+bool tf_has_attr(TensorFile *tf, const char *name) {
+  return name && name[0] && H5Aexists(tf->file, name) > 0;
+}
+
 int tf_get_attr(TensorFile *tf, const char *name, char **value, McmErr *err) {
   *value = NULL;
-  htri_t exists = name && name[0] ? H5Aexists(tf->file, name) : 0;
-  if (exists <= 0) {
+  if (!tf_has_attr(tf, name)) {
     char list[512] = "";
     H5Aiterate2(tf->file, H5_INDEX_NAME, H5_ITER_INC, NULL, attr_names_cb, list);
     return mcm_err(err, "%s: no attribute '%s' (hint: %s%s)", tf->path, name ? name : "(null)",

@@ -105,6 +105,10 @@ int tf_read(TensorFile *tf, const char *name, int ndim, const int64_t *expect_sh
 /* Same, converted to `want` (DT_F32, DT_BF16 or DT_F16; 16-bit types as uint16 bits). */
 int tf_read_raw(TensorFile *tf, const char *name, DType want, int ndim, const int64_t *expect_shape,
                 void *out, McmErr *err);
+/* True when the root group has an attribute of that name (of any type: whether it reads as
+ * a string is tf_get_attr's question). Lets a caller tell a missing optional attribute
+ * from one that is present but unreadable. */
+bool tf_has_attr(TensorFile *tf, const char *name);
 /* *value is malloc'd; the caller frees it. */
 int tf_get_attr(TensorFile *tf, const char *name, char **value, McmErr *err);
 /* Every tensor's name, sorted by strcmp; free with tf_free_names. */

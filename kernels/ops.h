@@ -16,3 +16,4 @@
 #include "embedding.h"
 #include "normalize.h"
 #include "optim.h"
+#include "math.h"

@@ -5,6 +5,8 @@
 #include <jansson.h>
 #include <math.h>
 
+#include "kernels/math.h" /* op_div (until kernels/ops.h includes it) */
+
 /* ---------------------------------------------------------------- configuration */
 
 HifiganConfig hifigan_config_musicldm(void) {
@@ -127,18 +129,7 @@ Hifigan *hifigan_create(Ctx *ctx, const HifiganConfig *cfg, ParamSet *ps) {
   m->scale = params_new(ctx, ps, "scale", SHAPE(M));
   ps->trainable = trainable;
   tensor_fill(ctx, m->scale, 1.0f);
-  m->inv_scale = tensor_new_persistent(ctx, DT_F32, SHAPE(M));
-  hifigan_sync_buffers(ctx, m);
   return m;
-}
-
-void hifigan_sync_buffers(Ctx *ctx, Hifigan *m) {
-  int M = m->cfg.model_in_dim;
-  float *s = MALLOC_CHECK((size_t)M * sizeof(float));
-  tensor_to_host_f32(ctx, m->scale, s);
-  for (int i = 0; i < M; i++) s[i] = 1.0f / s[i];
-  tensor_from_host_f32(ctx, m->inv_scale, s);
-  free(s);
 }
 
 void hifigan_init_random(Ctx *ctx, Hifigan *m) {
@@ -153,7 +144,6 @@ void hifigan_init_random(Ctx *ctx, Hifigan *m) {
   params_init_default(ctx, m->conv_post_w, m->conv_post_b);
   tensor_fill(ctx, m->mean, 0.0f);
   tensor_fill(ctx, m->scale, 1.0f);
-  hifigan_sync_buffers(ctx, m);
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -240,7 +230,6 @@ int hifigan_load(Ctx *ctx, Hifigan *m, const char *path, McmErr *err) {
   int rc = check_file_config(tf, &m->cfg, err);
   if (rc == 0) rc = params_load(ctx, m->ps, tf, "", false, err);
   tf_close(tf);
-  if (rc == 0) hifigan_sync_buffers(ctx, m);
   return rc;
 }
 
@@ -270,7 +259,7 @@ Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel) {
   const int64_t B = mel->shape[0];
 
   Tensor *x = mel;                                                              /* (B, T, M) */
-  if (c->normalize_before) x = op_mul(ctx, op_sub(ctx, x, m->mean), m->inv_scale); /* (B, T, M) */
+  if (c->normalize_before) x = op_div(ctx, op_sub(ctx, x, m->mean), m->scale);    /* (B, T, M) */
   x = op_transpose_last2(ctx, x);                                               /* (B, M, T) */
   x = op_conv1d(ctx, x, m->conv_pre_w, m->conv_pre_b, k7);                      /* (B, C0, T) */
 

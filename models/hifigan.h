@@ -65,7 +65,6 @@ typedef struct Hifigan {
   HifiganResblock res[HIFIGAN_MAX_UPSAMPLES * HIFIGAN_MAX_KERNELS];         /* resblocks.(i·NK + j) */
   Tensor *conv_post_w, *conv_post_b;                                        /* (1, C_last, 7), (1) */
   Tensor *mean, *scale;                                                     /* (M), frozen buffers */
-  Tensor *inv_scale; /* (M) 1/scale, derived by hifigan_sync_buffers (not a parameter) */
 } Hifigan;
 
 /* The released MusicLDM vocoder (config_16k_64 / diffusers vocoder/config.json). */
@@ -87,9 +86,6 @@ void hifigan_init_random(Ctx *ctx, Hifigan *m);
  * first and the first disagreement is reported by name; then every parameter is loaded
  * with shape checks (extra tensors are an error). Returns -1 with err on any failure. */
 int hifigan_load(Ctx *ctx, Hifigan *m, const char *path, McmErr *err);
-/* Recomputes inv_scale from scale; call after changing parameters other than through
- * hifigan_load / hifigan_init_random (which call it). */
-void hifigan_sync_buffers(Ctx *ctx, Hifigan *m);
 
 /* mel (B, T, M) -> waveform (B, hifigan_out_len(T)), values in (−1, 1). Works in grad mode
  * (gradients to mel and to trainable parameters) and in no-grad mode. */

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <math.h>
 
+#include "kernels/math.h" /* op_exp, op_clamp (until kernels/ops.h includes it) */
 #include "kernels/rng.h"
 
 VaeConfig vae_config_musicldm(void) {
@@ -293,12 +294,19 @@ static int check_config_json(Vae *vae, const char *text, const char *path, McmEr
 int vae_load(Ctx *ctx, Vae *vae, const char *path, McmErr *err) {
   TensorFile *tf = tf_open(path, err);
   if (!tf) return -1;
-  McmErr none; /* a missing attribute is not an error: files from other tools have none */
+  /* A missing attribute is not an error (files from other tools have none); one that is
+   * present but does not read as a string is. */
   char *component = NULL, *config = NULL;
   int rc = 0;
-  if (tf_get_attr(tf, "component", &component, &none) == 0 && strcmp(component, "vae"))
-    rc = mcm_err(err, "%s: holds '%s' weights, not the VAE's (hint: the VAE's file is vae.h5)", path, component);
-  if (!rc && tf_get_attr(tf, "config", &config, &none) == 0) rc = check_config_json(vae, config, path, err);
+  if (tf_has_attr(tf, "component")) {
+    rc = tf_get_attr(tf, "component", &component, err);
+    if (!rc && strcmp(component, "vae"))
+      rc = mcm_err(err, "%s: holds '%s' weights, not the VAE's (hint: the VAE's file is vae.h5)", path, component);
+  }
+  if (!rc && tf_has_attr(tf, "config")) {
+    rc = tf_get_attr(tf, "config", &config, err);
+    if (!rc) rc = check_config_json(vae, config, path, err);
+  }
   if (!rc) {
     ParamSet own = own_params(vae);
     rc = params_load(ctx, &own, tf, "", false, err);
@@ -379,26 +387,15 @@ VaeMoments vae_encode(Ctx *ctx, Vae *vae, Tensor *x) {
   return (VaeMoments){.mean = op_slice(ctx, h, 1, 0, L), .logvar = op_slice(ctx, h, 1, L, L)};
 }
 
-/* std = exp(½·clamp(logvar, −30, 20)), as diffusers' DiagonalGaussianDistribution.
- * The op library has no exp (nor clamp) yet, so this goes through host memory and carries
- * no gradient: replace it by ops when they exist (VAE training needs the gradient). */
-static Tensor *posterior_std(Ctx *ctx, Tensor *logvar) {
-  MCM_CHECK(!(ctx->grad_enabled && logvar->requires_grad),
-            "vae_sample: no gradient through the posterior sample yet (needs op_exp); call it in no-grad mode");
-  float *h = MALLOC_CHECK((size_t)logvar->numel * sizeof(float));
-  tensor_to_host_f32(ctx, logvar, h);
-  for (int64_t i = 0; i < logvar->numel; i++) h[i] = expf(0.5f * fminf(fmaxf(h[i], -30.0f), 20.0f));
-  Tensor *std = tensor_like(ctx, logvar);
-  tensor_from_host_f32(ctx, std, h);
-  free(h);
-  return std;
-}
-
+/* z = mean + std ⊙ ε, std = exp(½·clamp(logvar, −30, 20)), ε ~ N(0, 1), as diffusers'
+ * DiagonalGaussianDistribution.sample; differentiable in mean and logvar (the
+ * reparameterisation), with no gradient to logvar where the clamp is active. */
 Tensor *vae_sample(Ctx *ctx, Tensor *mean, Tensor *logvar) {
   CHECK_SAME_SHAPE("vae_sample", mean, logvar);
   Tensor *eps = tensor_like(ctx, mean); /* (B, L, h, w) ~ N(0, 1) */
   rng_normal(ctx, eps);
-  return op_add(ctx, mean, op_mul(ctx, posterior_std(ctx, logvar), eps));
+  Tensor *std = op_exp(ctx, op_scale(ctx, op_clamp(ctx, logvar, -30.0f, 20.0f), 0.5f)); /* (B, L, h, w) */
+  return op_add(ctx, mean, op_mul(ctx, std, eps));
 }
 
 Tensor *vae_decode(Ctx *ctx, Vae *vae, Tensor *z) {

@@ -121,7 +121,7 @@ typedef struct VaeMoments {
 /* x (B, in_channels, H, W), H and W multiples of f → the posterior's mean and logvar. */
 VaeMoments vae_encode(Ctx *ctx, Vae *vae, Tensor *x);
 /* z = mean + exp(½·clamp(logvar, −30, 20)) ⊙ ε, ε ~ N(0, 1) from ctx's RNG stream.
- * mean, logvar (B, L, h, w) → z (B, L, h, w). No gradient yet (see vae.c). */
+ * mean, logvar (B, L, h, w) → z (B, L, h, w); gradients flow to mean and logvar. */
 Tensor *vae_sample(Ctx *ctx, Tensor *mean, Tensor *logvar);
 /* z (B, L, h, w) (unscaled: divide the UNet's latents by scaling_factor first)
  * → (B, out_channels, f·h, f·w). */

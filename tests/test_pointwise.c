@@ -121,7 +121,7 @@ TEST(bcast_plan_merges_dimensions) {
          "plan for (2,1,4)+(1,3,1)");
   /* A gradient plan: emb's gradient sums 20 terms for each of its 6 elements. */
   BcastGrad g;
-  ASSERT(bcast_init(&bc, SHAPE(2, 3, 5, 4), SHAPE(2, 3, 1, 1), NULL, 0), "");
+  ASSERT(bcast_init(&bc, SHAPE(2, 3, 5, 4), SHAPE(2, 3, 1, 1), NULL, 0), "bcast_init rejected (2,3,5,4) + (2,3,1,1)");
   bcast_grad_init(&g, &bc, 1);
   EXPECT(g.n == 6 && g.m == 20 && g.nk == 1 && g.nr == 1, "emb gradient plan n %lld m %lld", (long long)g.n,
          (long long)g.m);

@@ -25,12 +25,6 @@ static Tensor *leaf(Ctx *ctx, uint64_t seed, int ndim, const int64_t *shape) {
   return t;
 }
 
-static float *host(Ctx *ctx, const Tensor *t) {
-  float *v = MALLOC_CHECK((size_t)(t->numel ? t->numel : 1) * sizeof(float));
-  tensor_to_host_f32(ctx, t, v);
-  return v;
-}
-
 /* Independent permute reference: walks x in its own order (an odometer over x's index)
  * and scatters into y, where gather is what the library does. */
 static void ref_permute(float *y, const float *x, int ndim, const int64_t *xs, const int *perm) {

@@ -510,6 +510,41 @@ TEST(tf_attribute_fixed_length) {
   tf_close(tf);
 }
 
+/* tf_has_attr sees every attribute, readable or not, so a caller can tell an optional
+ * attribute that is absent from one that is present but not a string. */
+TEST(tf_has_attr_tells_missing_from_unreadable) {
+  const char *path = TEST_PATH("has_attr.h5");
+  McmErr err = {{0}};
+  TensorFile *tf = tf_create(path, &err);
+  ASSERT(tf, "%s", err.msg);
+  ASSERT(tf_set_attr(tf, "config", "{}", &err) == 0, "%s", err.msg);
+  ASSERT(tf_set_attr(tf, "empty", "", &err) == 0, "%s", err.msg);
+  EXPECT(tf_has_attr(tf, "config"), "config not seen on the handle being written");
+  ASSERT(tf_commit(tf, &err) == 0, "%s", err.msg);
+  /* An integer attribute, as another tool might write. */
+  hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT(file >= 0, "cannot reopen %s", path);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(file, "step", H5T_NATIVE_INT, sp, H5P_DEFAULT, H5P_DEFAULT);
+  int step = 7;
+  H5Awrite(a, H5T_NATIVE_INT, &step);
+  H5Aclose(a);
+  H5Sclose(sp);
+  H5Fclose(file);
+
+  tf = tf_open(path, &err);
+  ASSERT(tf, "%s", err.msg);
+  EXPECT(tf_has_attr(tf, "config") && tf_has_attr(tf, "empty"), "string attributes not seen");
+  EXPECT(tf_has_attr(tf, "step"), "the integer attribute not seen");
+  EXPECT(!tf_has_attr(tf, "seed"), "a missing attribute seen");
+  EXPECT(!tf_has_attr(tf, "Config"), "names are case-sensitive");
+  EXPECT(!tf_has_attr(tf, "") && !tf_has_attr(tf, NULL), "an empty or NULL name seen");
+  char *v = NULL;
+  EXPECT(tf_get_attr(tf, "step", &v, &err) < 0 && v == NULL, "an integer read as a string");
+  EXPECT_STR_CONTAINS(err.msg, "attribute 'step': it is not a single string");
+  tf_close(tf);
+}
+
 /* Same content, same bytes: object timestamps are off. */
 TEST(tf_files_are_reproducible) {
   float x[300];

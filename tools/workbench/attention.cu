@@ -151,11 +151,15 @@ struct Variant {
   bool (*supports)(const Problem *);             /* NULL: any shape */
 };
 
-static bool v2_supports(const Problem *p) { return attention_cuda_supports(p->D); }
+/* op_attention runs the fused kernels for the head dims they are built for and the chunked
+ * cuBLAS path (attention_large.cu) for the others. */
+static bool v2_supports(const Problem *p) {
+  return attention_cuda_supports(p->D) || attention_chunked_cuda_supports(p->D);
+}
 
 static const Variant VARIANTS[] = {
     {"v1 naive (scores row in global memory)", run_v1, NULL, NULL},
-    {"v2 library fused (kernels/attention.cu)", run_v2, run_v2_backward, v2_supports},
+    {"v2 library (attention.cu, _large.cu)", run_v2, run_v2_backward, v2_supports},
 };
 static const int N_VARIANTS = (int)(sizeof VARIANTS / sizeof VARIANTS[0]);
 
