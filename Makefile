@@ -187,7 +187,7 @@ $(GPU_TEST_BIN): $(GPU_TEST_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $(GPU_TEST_OBJ) $(LIB) $(LDLIBS) -o $@
 
 # Tests run from the repository root (fixtures are found by relative path).
-test: $(TEST_BIN) $(BINS)
+test: $(TEST_BIN) $(BINS) $(TOOLS_BIN)
 	$(if $(filter 1,$(SAN)),ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1) \
 	  MCM_BIN_DIR=$(CURDIR) ./$(TEST_BIN) $(T)
 

@@ -17,3 +17,4 @@
 #include "normalize.h"
 #include "optim.h"
 #include "math.h"
+#include "comm.h"
