@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 
 #include "core/io.h"
 #include "core/tensorfile.h"
@@ -32,6 +31,7 @@
 #include "kernels/tape.h"
 #include "models/clap_text.h"
 #include "models/vae.h"
+#include "models/weights.h"
 
 /* ---------------------------------------------------------------- options */
 
@@ -423,140 +423,7 @@ static void write_options(FILE *f, const PrepareOptions *o) {
   fprintf(f, "prepare.shard_size = %d\n", o->shard_size);
 }
 
-/* ---------------------------------------------------------------- encoders: configuration */
-
-/* An integer key of a config.json object: 0 when absent (out untouched) or read, -1 when
- * present but not an int. where: "" or "text_config." for messages. */
-static int json_int(json_t *obj, const char *key, int *out, const char *path, const char *where, McmErr *err) {
-  json_t *v = json_object_get(obj, key);
-  if (!v || json_is_null(v)) return 0;
-  if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX)
-    return mcm_err(err, "%s: its config has %s%s that is not an integer", path, where, key);
-  *out = (int)json_integer_value(v);
-  return 0;
-}
-
-static int json_bool(json_t *obj, const char *key, bool *out, const char *path, McmErr *err) {
-  json_t *v = json_object_get(obj, key);
-  if (!v || json_is_null(v)) return 0;
-  if (!json_is_boolean(v)) return mcm_err(err, "%s: its config has %s that is not true or false", path, key);
-  *out = json_is_true(v);
-  return 0;
-}
-
-static int json_float(json_t *obj, const char *key, float *out, const char *path, const char *where, McmErr *err) {
-  json_t *v = json_object_get(obj, key);
-  if (!v || json_is_null(v)) return 0;
-  if (!json_is_number(v)) return mcm_err(err, "%s: its config has %s%s that is not a number", path, where, key);
-  *out = (float)json_number_value(v);
-  return 0;
-}
-
-/* The weights file's `config` attribute as a JSON object: *root NULL when the file has none.
- * Says early (before a model is built) that the file is missing, not a tensor file, or
- * another component's (tools/convert_diffusers.py writes `component`). */
-static int weights_config(const char *path, const char *what, const char *component, json_t **root, McmErr *err) {
-  *root = NULL;
-  McmErr why = {{0}};
-  TensorFile *tf = tf_open(path, &why);
-  if (!tf) return mcm_err(err, "%s weights: %s", what, why.msg);
-  char *text = NULL, *comp = NULL;
-  int rc = 0;
-  if (tf_has_attr(tf, "component") && tf_get_attr(tf, "component", &comp, &why))
-    rc = mcm_err(err, "%s weights: %s", what, why.msg);
-  else if (comp && strcmp(comp, component))
-    rc = mcm_err(err, "%s: holds '%s' weights, not the %s's (hint: the %s's file is %s.h5)", path, comp, what, what,
-                 component);
-  if (!rc && tf_has_attr(tf, "config") && tf_get_attr(tf, "config", &text, &why))
-    rc = mcm_err(err, "%s weights: %s", what, why.msg);
-  free(comp);
-  tf_close(tf);
-  if (rc || !text) return rc;
-  json_error_t jerr;
-  *root = json_loads(text, 0, &jerr);
-  free(text);
-  if (!json_is_object(*root)) {
-    json_decref(*root);
-    *root = NULL;
-    return mcm_err(err, "%s: its config attribute is not a JSON object (line %d: %s)", path, jerr.line, jerr.text);
-  }
-  return 0;
-}
-
-/* The VAE's sizes from its weights' config (diffusers AutoencoderKL config.json); keys the
- * config does not state keep MusicLDM's values. vae_load compares the rest. */
-static int vae_config_from_weights(const char *path, VaeConfig *c, McmErr *err) {
-  *c = vae_config_musicldm();
-  json_t *root;
-  if (weights_config(path, "VAE", "vae", &root, err)) return -1;
-  int rc = 0;
-  if (root) {
-    rc = json_int(root, "in_channels", &c->in_channels, path, "", err);
-    if (!rc) rc = json_int(root, "out_channels", &c->out_channels, path, "", err);
-    if (!rc) rc = json_int(root, "latent_channels", &c->latent_channels, path, "", err);
-    if (!rc) rc = json_int(root, "layers_per_block", &c->layers_per_block, path, "", err);
-    if (!rc) rc = json_int(root, "norm_num_groups", &c->norm_num_groups, path, "", err);
-    if (!rc) rc = json_bool(root, "mid_block_add_attention", &c->mid_block_add_attention, path, err);
-    if (!rc) rc = json_bool(root, "use_quant_conv", &c->use_quant_conv, path, err);
-    if (!rc) rc = json_bool(root, "use_post_quant_conv", &c->use_post_quant_conv, path, err);
-    if (!rc) rc = json_float(root, "scaling_factor", &c->scaling_factor, path, "", err);
-    json_t *boc = json_object_get(root, "block_out_channels");
-    if (!rc && boc && !json_is_null(boc)) {
-      size_t n = json_array_size(boc);
-      if (!json_is_array(boc) || n < 1 || n > VAE_MAX_BLOCKS)
-        rc = mcm_err(err, "%s: its config's block_out_channels is not a list of 1..%d sizes", path, VAE_MAX_BLOCKS);
-      c->n_blocks = (int)n;
-      for (size_t i = 0; !rc && i < n; i++) {
-        json_t *v = json_array_get(boc, i);
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT32_MAX)
-          rc = mcm_err(err, "%s: its config's block_out_channels[%zu] is not a positive integer", path, i);
-        else c->block_out_channels[i] = (int)json_integer_value(v);
-      }
-    }
-    json_decref(root);
-  }
-  McmErr why = {{0}};
-  if (!rc && vae_config_check(c, &why)) rc = mcm_err(err, "%s: %s", path, why.msg);
-  return rc;
-}
-
-/* The CLAP text tower's sizes from its weights' config: a ClapConfig (sizes in text_config,
- * projection_dim possibly only at the root) or a flat ClapTextConfig. Keys it does not state
- * keep transformers' defaults, which are MusicLDM's values. */
-static int clap_config_from_weights(const char *path, ClapTextConfig *c, McmErr *err) {
-  *c = clap_text_config_musicldm();
-  json_t *root;
-  if (weights_config(path, "text encoder", "text_encoder", &root, err)) return -1;
-  int rc = 0;
-  if (root) {
-    json_t *text = json_object_get(root, "text_config");
-    json_t *sec = json_is_object(text) ? text : root;
-    const char *where = sec == root ? "" : "text_config.";
-    struct {
-      const char *key;
-      int *field;
-    } ints[] = {{"vocab_size", &c->vocab_size},
-                {"hidden_size", &c->hidden_size},
-                {"num_hidden_layers", &c->num_hidden_layers},
-                {"num_attention_heads", &c->num_attention_heads},
-                {"intermediate_size", &c->intermediate_size},
-                {"max_position_embeddings", &c->max_position_embeddings},
-                {"type_vocab_size", &c->type_vocab_size},
-                {"pad_token_id", &c->pad_token_id}};
-    for (size_t i = 0; !rc && i < sizeof ints / sizeof ints[0]; i++)
-      rc = json_int(sec, ints[i].key, ints[i].field, path, where, err);
-    if (!rc) rc = json_float(sec, "layer_norm_eps", &c->layer_norm_eps, path, where, err);
-    if (!rc && sec != root) rc = json_int(root, "projection_dim", &c->projection_dim, path, "", err);
-    if (!rc) rc = json_int(sec, "projection_dim", &c->projection_dim, path, where, err);
-    json_decref(root);
-  }
-  /* MusicLDM's tokenizer length, or what RoBERTa's positions (from pad + 1) leave. */
-  int room = c->max_position_embeddings - c->pad_token_id - 1;
-  c->max_length = room < 512 ? room : 512;
-  McmErr why = {{0}};
-  if (!rc && clap_text_config_check(c, &why)) rc = mcm_err(err, "%s: %s", path, why.msg);
-  return rc;
-}
+/* The encoders' configurations come from their weights' config attribute (models/weights.h). */
 
 /* ---------------------------------------------------------------- encoders: the models */
 
@@ -616,7 +483,7 @@ static Encoders *encoders_open(const PrepareOptions *o, int frames, int n_mels, 
       return NULL;
     }
   }
-  if (o->text_encoder && clap_config_from_weights(o->text_encoder, &tc, err)) return NULL;
+  if (o->text_encoder && clap_text_config_from_weights(o->text_encoder, &tc, err)) return NULL;
 
   DeviceSpec spec;
   if (device_spec_parse(o->device ? o->device : "cpu", &spec, err)) return NULL;
