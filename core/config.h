@@ -30,7 +30,7 @@ extern "C" {
 typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STRING, CFG_ENUM, CFG_INT_LIST, CFG_FLOAT_LIST } CfgType;
 
 #define CFG_MAX_LIST 8     /* elements in a list value */
-#define CFG_MAX_KEYS 64    /* rows in the schema */
+#define CFG_MAX_KEYS 128   /* rows in the schema */
 #define CFG_MAX_STRING 512 /* size of every CFG_STRING / CFG_ENUM field, NUL included */
 #define CFG_MAX_ORIGIN 64  /* size of an origin string */
 #define CFG_MAX_LINE 198   /* characters on one INI line (inih reads 200-byte lines with "\n\0") */
@@ -59,10 +59,38 @@ typedef struct Config {
     double guidance_w;
     char loss[CFG_MAX_STRING]; /* l2 | huber */
     double huber_c;
+    double beta1, beta2, adam_eps;
+    char lr_schedule[CFG_MAX_STRING]; /* constant | cosine */
+    int64_t warmup_steps;
+    double cond_dropout, teacher_ema_decay;
+    int64_t nan_tolerance;
   } train;
+  struct {
+    char weights[CFG_MAX_STRING]; /* converted teacher UNet */
+  } teacher;
+  struct {
+    char init[CFG_MAX_STRING]; /* "" = the teacher's weights */
+  } student;
+  struct {
+    char weights[CFG_MAX_STRING];
+  } vae;
+  struct {
+    char audiomae[CFG_MAX_STRING], bridge[CFG_MAX_STRING];
+    CfgIntList taps;
+    double lr, beta1, beta2, weight_decay, r1_gamma;
+    int64_t r1_interval, virtual_bs;
+    int64_t mae_frames, mae_bins, mae_patch, mae_dim, mae_depth, mae_heads, cmap_dim, head_kernel;
+  } adversarial;
+  struct {
+    int64_t every, steps;
+    char prompts[CFG_MAX_STRING], bundle[CFG_MAX_STRING];
+    double seconds;
+    int64_t seed;
+  } sample;
   struct {
     char train_shards[CFG_MAX_STRING];
     int64_t num_workers;
+    char encoders[CFG_MAX_STRING]; /* "" = encoders.h5 beside the shards */
   } data;
   struct {
     char dir[CFG_MAX_STRING];
@@ -74,7 +102,7 @@ typedef struct Config {
     CfgIntList channel_mult;
     int64_t num_res_blocks;
     CfgIntList attention_levels;
-    int64_t num_head_channels, context_dim, latent_frames, latent_bins;
+    int64_t norm_groups, num_head_channels, context_dim, latent_frames, latent_bins;
   } unet;
   struct {
     int64_t rate, n_fft, hop, win, n_mels;

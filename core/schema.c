@@ -83,18 +83,78 @@ const CfgKey MCM_SCHEMA[] = {
     FLOAT(train, guidance_w, "2.0", 0, NOMAX, "w of the guided teacher step x + (1+w) Psi(c) - w Psi(empty)"),
     ENUM(train, loss, "huber", "l2|huber", "distance of the consistency loss: l2 or pseudo-Huber"),
     FLOAT_GT(train, huber_c, "0.001", 0, NOMAX, "c of the pseudo-Huber loss sqrt(d^2 + c^2) - c"),
+    FLOAT(train, beta1, "0.9", 0, 0.999999, "AdamW beta1 of the trained UNet"),
+    FLOAT(train, beta2, "0.999", 0, 0.999999, "AdamW beta2 of the trained UNet"),
+    FLOAT(train, adam_eps, "1e-8", 0, 1, "AdamW eps of the trained UNet"),
+    ENUM(train, lr_schedule, "constant", "constant|cosine",
+         "learning rate after warmup: constant, or cosine decay to 0 at train.steps"),
+    INT(train, warmup_steps, "0", 0, NOMAX, "linear warmup of the learning rate from 0 over this many steps"),
+    FLOAT(train, cond_dropout, "0.1", 0, 1,
+          "teacher mode: probability that a row's text embedding is replaced by the unconditional one (MusicLDM 0.1)"),
+    FLOAT(train, teacher_ema_decay, "0.9999", 0, 1,
+          "teacher mode: rate of the EMA of the weights kept for sampling (MusicLDM 0.9999)"),
+    INT(train, nan_tolerance, "10", 1, NOMAX,
+        "a step with a NaN/Inf loss or gradient is skipped; this many in a row stop the run"),
+
+    /* ------------------------------------------------------------------ [teacher] */
+    STRING(teacher, weights, "", NULL,
+           "converted teacher UNet (tools/convert_diffusers.py unet.h5); distill: required, frozen; "
+           "teacher mode: the weights to fine-tune, empty = train from random init"),
+
+    /* ------------------------------------------------------------------ [student] */
+    STRING(student, init, "", NULL, "distill: weights the student and its EMA target start from; empty = teacher.weights"),
+
+    /* ------------------------------------------------------------------ [vae] */
+    STRING(vae, weights, "", NULL,
+           "converted VAE (vae.h5): decodes the student's x0 for the discriminator; required when train.adversarial"),
+
+    /* ------------------------------------------------------------------ [adversarial] */
+    STRING(adversarial, audiomae, "", NULL, "converted AudioMAE ViT-B encoder (frozen feature network)"),
+    STRING(adversarial, bridge, "", NULL, "the fitted 64-bin mel -> 128-bin fbank bridge (tools/fit_bridge)"),
+    INT_LIST(adversarial, taps, "-1,2,5,8,11", -1, 63,
+             "AudioMAE layers feeding a head: -1 = tokens after patch + position, i = output of block i (0-based)"),
+    FLOAT_GT(adversarial, lr, "1e-4", 0, 1, "AdamW learning rate of the discriminator heads"),
+    FLOAT(adversarial, beta1, "0.0", 0, 0.999999, "heads AdamW beta1 (StyleGAN-T: 0)"),
+    FLOAT(adversarial, beta2, "0.99", 0, 0.999999, "heads AdamW beta2 (StyleGAN-T: 0.99)"),
+    FLOAT(adversarial, weight_decay, "0.0", 0, 1, "heads AdamW weight decay"),
+    FLOAT(adversarial, r1_gamma, "1e-5", 0, NOMAX, "gamma of the R1 penalty on each head's input (real samples)"),
+    INT(adversarial, r1_interval, "1", 1, NOMAX, "lazy R1: every this many steps, scaled by the interval"),
+    INT(adversarial, mae_frames, "1024", 1, 1 << 20, "AudioMAE input frames (the bridge's output is padded or cut to it)"),
+    INT(adversarial, mae_bins, "128", 1, 4096, "AudioMAE input bins (Kaldi fbank bins; the bridge maps the mel to them)"),
+    INT(adversarial, mae_patch, "16", 1, 256, "AudioMAE square patch size"),
+    INT(adversarial, mae_dim, "768", 1, 65536, "AudioMAE width (ViT-B: 768)"),
+    INT(adversarial, mae_depth, "12", 1, 64, "AudioMAE blocks (ViT-B: 12)"),
+    INT(adversarial, mae_heads, "12", 1, 1024, "AudioMAE attention heads (ViT-B: 12)"),
+    INT(adversarial, cmap_dim, "64", 1, 65536, "the heads' projection size (StyleGAN-T: 64)"),
+    INT(adversarial, head_kernel, "9", 1, 99, "kernel of the heads' residual conv (odd; StyleGAN-T: 9)"),
+    INT(adversarial, virtual_bs, "8", 1, 4096,
+        "BatchNormLocal group size of the heads: the batch per process must split into groups of equal size"),
+
+    /* ------------------------------------------------------------------ [sample] */
+    INT(sample, every, "0", 0, NOMAX,
+        "write samples of the EMA weights (WAV + mel PNG under run.out_dir/samples) every this many steps; 0 = never"),
+    INT(sample, steps, "4", 1, 1000, "sampling steps: consistency sampling (distill) or DDIM (teacher mode)"),
+    STRING(sample, prompts, "", NULL, "file of fixed prompts (one a line, at most 16) for the training samples"),
+    STRING(sample, bundle, "", NULL,
+           "model bundle directory (./infer's: vae.h5, vocoder.h5, text_encoder.h5, tokenizer/, unet.h5) for samples"),
+    FLOAT(sample, seconds, "0", 0, 3600, "length of each sample; 0 = the UNet's native length"),
+    INT(sample, seed, "0", 0, NOMAX, "prompt i is sampled with seed + i, the same at every sampling step"),
 
     /* ------------------------------------------------------------------ [data] */
     STRING(data, train_shards, NULL, NULL,
            "the prepared HDF5 training shards (latents + text embeddings): a path or a glob"),
     INT(data, num_workers, "1", 0, 64, "loader threads per process; 0 = load in the training thread"),
+    STRING(data, encoders, "", NULL,
+           "the dataset's encoders.h5 (uncond_text_emb, vae_scaling_factor); empty = beside the shards"),
 
     /* ------------------------------------------------------------------ [checkpoint] */
-    STRING(checkpoint, dir, "checkpoints/run", NULL, "directory for this run's checkpoints"),
+    STRING(checkpoint, dir, "checkpoints/run", NULL,
+           "directory for this run's checkpoints ckpt_<step>.h5; an existing one is resumed"),
     INT(checkpoint, every, "1000", 1, NOMAX, "write a checkpoint every this many steps"),
     INT(checkpoint, keep, "3", 1, NOMAX, "keep the newest this many checkpoints, delete older ones"),
     STRING(checkpoint, init, "", NULL,
-           "weights to start from (HDF5, e.g. the converted teacher); empty = random init"),
+           "a checkpoint of another run whose student (or teacher-mode UNet) weights a new run starts from; "
+           "empty = teacher.weights / student.init"),
 
     /* ------------------------------------------------------------------ [unet] */
     INT(unet, in_channels, "8", 1, 1024, "latent channels in and out (the VAE's embed_dim)"),
@@ -104,6 +164,7 @@ const CfgKey MCM_SCHEMA[] = {
     INT(unet, num_res_blocks, "2", 1, 16, "ResBlocks per level on the way down"),
     INT_LIST(unet, attention_levels, "1,2,3", 0, CFG_MAX_LIST - 1,
              "levels (0 = full resolution) that have a spatial transformer"),
+    INT(unet, norm_groups, "32", 1, 4096, "GroupNorm groups of every resnet and transformer (MusicLDM: 32)"),
     INT(unet, num_head_channels, "32", 1, 4096, "channels per attention head (heads = channels / this)"),
     INT(unet, context_dim, "512", 1, 65536, "size of the text embedding fed by FiLM (CLAP: 512)"),
     INT(unet, latent_frames, "256", 1, 1 << 20, "latent time frames (10.24 s = 256)"),
@@ -181,6 +242,29 @@ int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size) {
                    (long long)cfg->unet.num_head_channels, (long long)ch, (long long)att->v[i],
                    (long long)cfg->unet.model_channels, a);
       return key_of("unet", "num_head_channels");
+    }
+  }
+  /* GroupNorm splits every level's channels. */
+  for (int i = 0; i < mult->n; i++) {
+    int64_t ch = cfg->unet.model_channels * mult->v[i];
+    if (ch % cfg->unet.norm_groups) {
+      mcm_snprintf(why, why_size,
+                   "unet.norm_groups = %lld does not divide the %lld channels of level %d (model_channels %lld x "
+                   "channel_mult %s)",
+                   (long long)cfg->unet.norm_groups, (long long)ch, i, (long long)cfg->unet.model_channels, a);
+      return key_of("unet", "norm_groups");
+    }
+  }
+  /* The heads' BatchNormLocal cuts each process's batch into ceil(B / virtual_bs) equal groups. */
+  if (!strcmp(cfg->train.mode, "distill") && cfg->train.adversarial) {
+    int64_t B = cfg->train.batch_size, G = (B + cfg->adversarial.virtual_bs - 1) / cfg->adversarial.virtual_bs;
+    if (B % G) {
+      mcm_snprintf(why, why_size,
+                   "train.batch_size = %lld cannot be split by the discriminator heads' local batch norm: %lld groups "
+                   "(adversarial.virtual_bs = %lld) of unequal size (use a batch size divisible by %lld, e.g. %lld)",
+                   (long long)B, (long long)G, (long long)cfg->adversarial.virtual_bs, (long long)G,
+                   (long long)(G * (B / G)));
+      return key_of("train", "batch_size");
     }
   }
   /* Each level below the first halves both latent axes, and the skip connections need the

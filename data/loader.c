@@ -123,8 +123,10 @@ static int find_shards(const char *where, char ***paths, int *n, McmErr *err) {
   if (stat(where, &st) == 0 && S_ISDIR(st.st_mode)) {
     DIR *d = opendir(where);
     if (!d) return mcm_err(err, "%s: cannot list the shard directory: %s", where, strerror(errno));
+    /* encoders.h5 is ./prepare's per-dataset side file (data/prepare.h), not a shard. */
     for (struct dirent *e; (e = readdir(d));)
-      if (e->d_name[0] != '.' && has_shard_ext(e->d_name)) push(paths, n, join(where, e->d_name));
+      if (e->d_name[0] != '.' && has_shard_ext(e->d_name) && strcmp(e->d_name, "encoders.h5"))
+        push(paths, n, join(where, e->d_name));
     closedir(d);
     if (*n == 0)
       return mcm_err(err, "%s: no shards in this directory (no *.h5 or *.hdf5 files) (hint: run ./prepare first)",

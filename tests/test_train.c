@@ -1,0 +1,567 @@
+/* The trainer end to end at tiny size (configs/tiny.ini): a generated dataset (shards with
+ * VAE moments and text embeddings, encoders.h5) and a random teacher written here; the loss
+ * falls; a fixed seed reproduces every loss bit for bit; a run killed with SIGKILL at random
+ * moments resumes to the same losses as an uninterrupted one; every bad input is one clear
+ * error before any step. */
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/tensorfile.h"
+#include "data/shard.h"
+#include "diffusion/bridge.h"
+#include "diffusion/trainer.h"
+#include "kernels/ops.h"
+#include "kernels/rng.h"
+#include "models/unet.h"
+#include "models/weights.h"
+#include "tests/test.h"
+
+#define TINY "configs/tiny.ini"
+
+typedef struct DataSpec {
+  int rows, frames, n_mels, C2, H, W, D;
+  int rate, hop;
+} DataSpec;
+
+/* The sizes configs/tiny.ini expects. */
+static DataSpec tiny_spec(void) { return (DataSpec){12, 16, 16, 4, 8, 8, 16, 16000, 160}; }
+
+/* Shards shard_00000.h5 (8 rows) and shard_00001.h5 (the rest) plus encoders.h5 in dir. */
+static void make_data(const char *dir, DataSpec s) {
+  McmErr err;
+  mkdir(dir, 0777);
+  const int per = 8;
+  for (int first = 0, k = 0; first < s.rows || (s.rows == 0 && k == 0); first += per, k++) {
+    int n = s.rows - first < per ? s.rows - first : per;
+    char path[600];
+    snprintf(path, sizeof path, "%s/shard_%05d.h5", dir, k);
+    ShardInfo info = {s.frames, s.n_mels, s.rate, s.hop};
+    ShardWriter *w = shard_create(path, &info, &err);
+    ASSERT(w, "%s", err.msg);
+    float *mel = malloc((size_t)s.frames * s.n_mels * sizeof *mel);
+    for (int i = 0; i < n; i++) {
+      /* a structured log-mel (a sloping ripple per row, plus noise): something real for the
+       * discriminator to recognise */
+      rng_normal_host(77, (uint64_t)(first + i) * 1000, mel, (int64_t)s.frames * s.n_mels);
+      for (int f = 0; f < s.frames; f++)
+        for (int m = 0; m < s.n_mels; m++)
+          mel[f * s.n_mels + m] = 3.0f * sinf(0.9f * (float)f + 0.4f * (float)m + (float)(first + i)) - 0.3f * (float)m +
+                                  0.1f * mel[f * s.n_mels + m];
+      ASSERT(shard_append(w, mel, "a caption", "gen.wav", 0, &err) == 0, "%s", err.msg);
+    }
+    free(mel);
+    ASSERT(shard_commit(w, &err) == 0, "%s", err.msg);
+    int64_t nl = (int64_t)n * s.C2 * s.H * s.W;
+    float *lat = malloc((size_t)nl * sizeof *lat + 4), *emb = malloc((size_t)n * s.D * sizeof *emb + 4);
+    rng_normal_host(78, (uint64_t)first * 100000, lat, nl);
+    /* mean ~ N(0, 1), logvar ~ −4 + 0.1·N(0, 1) (posterior std ≈ 0.14, as a trained VAE's) */
+    int64_t half = (int64_t)s.C2 / 2 * s.H * s.W;
+    for (int i = 0; i < n; i++)
+      for (int64_t j = 0; j < half; j++) lat[(int64_t)i * 2 * half + half + j] = -4.0f + 0.1f * lat[(int64_t)i * 2 * half + half + j];
+    rng_normal_host(79, (uint64_t)first * 1000, emb, (int64_t)n * s.D);
+    ASSERT(shard_add_latents(path, lat, s.C2, s.H, s.W, &err) == 0, "%s", err.msg);
+    ASSERT(shard_add_text_emb(path, emb, s.D, &err) == 0, "%s", err.msg);
+    free(lat), free(emb);
+    if (n == 0) break;
+  }
+  char path[600];
+  snprintf(path, sizeof path, "%s/encoders.h5", dir);
+  TensorFile *tf = tf_create(path, &err);
+  ASSERT(tf, "%s", err.msg);
+  float *un = calloc((size_t)s.D, sizeof *un), scale = 0.25f;
+  rng_normal_host(80, 0, un, s.D);
+  ASSERT(tf_write(tf, "uncond_text_emb", DT_F32, 1, (int64_t[]){s.D}, un, &err) == 0, "%s", err.msg);
+  ASSERT(tf_write(tf, "vae_scaling_factor", DT_F32, 0, NULL, &scale, &err) == 0, "%s", err.msg);
+  ASSERT(tf_set_attr(tf, "format", "mcm-encoders 1", &err) == 0, "%s", err.msg);
+  ASSERT(tf_commit(tf, &err) == 0, "%s", err.msg);
+  free(un);
+}
+
+/* The UNet of configs/tiny.ini with channels `mc`, random weights (seed), saved to path. */
+static void make_teacher(const char *path, int mc, uint64_t seed) {
+  Ctx *ctx = ctx_create_cpu(seed);
+  UNetConfig u = unet_config_musicldm();
+  u.in_channels = u.out_channels = 2;
+  u.levels = 2;
+  u.block_out_channels[0] = mc, u.block_out_channels[1] = 2 * mc;
+  u.attention[0] = false, u.attention[1] = true;
+  u.layers_per_block = 1;
+  u.norm_groups = 8;
+  u.num_head_channels = 16;
+  u.time_proj_dim = mc, u.time_embed_dim = 4 * mc;
+  u.class_embed_in = 16;
+  ParamSet ps;
+  params_init(&ps, "");
+  Unet *net = unet_create(ctx, &u, &ps);
+  unet_init_random(ctx, net);
+  McmErr err;
+  TensorFile *tf = tf_create(path, &err);
+  ASSERT(tf, "%s", err.msg);
+  ASSERT(params_save(ctx, &ps, tf, "", DT_F32, &err) == 0, "%s", err.msg);
+  ASSERT(tf_commit(tf, &err) == 0, "%s", err.msg);
+  params_free(&ps);
+  ctx_destroy(ctx);
+}
+
+/* A random 16 -> 8 bin mel -> fbank bridge (the tiny AudioMAE's input bins). */
+static void make_bridge(const char *path) {
+  Ctx *ctx = ctx_create_cpu(0);
+  Bridge *br = bridge_create(ctx, 16, 8);
+  float w[8 * 16], b[8];
+  rng_normal_host(81, 0, w, 8 * 16);
+  for (int i = 0; i < 8 * 16; i++) w[i] *= 0.25f;
+  for (int i = 0; i < 8; i++) b[i] = -4.0f;
+  bridge_set(ctx, br, w, b);
+  McmErr err;
+  TensorFile *tf = tf_create(path, &err);
+  ASSERT(tf && bridge_save(ctx, br, tf, &err) == 0 && tf_commit(tf, &err) == 0, "%s", err.msg);
+  ctx_destroy(ctx);
+}
+
+/* A tmp dir with data/ (the tiny dataset), teacher.h5 and bridge.h5. */
+static const char *setup(void) {
+  static char dir[512];
+  snprintf(dir, sizeof dir, "%s", test_tmpdir());
+  char p[600];
+  snprintf(p, sizeof p, "%s/data", dir);
+  make_data(p, tiny_spec());
+  snprintf(p, sizeof p, "%s/teacher.h5", dir);
+  make_teacher(p, 16, 5);
+  snprintf(p, sizeof p, "%s/bridge.h5", dir);
+  make_bridge(p);
+  return dir;
+}
+
+/* tiny.ini with the paths of setup()'s dir, run name `run` (checkpoints and log under it),
+ * and extra --set assignments. */
+static int resolve(Config *cfg, const char *dir, const char *run, const char *const *extra, int n_extra, McmErr *err) {
+  char a[8][700];
+  char *sets[32];
+  int n = 0;
+  snprintf(a[4], sizeof a[4], "adversarial.bridge=%s/bridge.h5", dir);
+  sets[n++] = a[4];
+  sets[n++] = "mel.n_mels=16";
+  sets[n++] = "prepare.segment_frames=16";
+  snprintf(a[0], sizeof a[0], "data.train_shards=%s/data/shard_*.h5", dir);
+  snprintf(a[1], sizeof a[1], "teacher.weights=%s/teacher.h5", dir);
+  snprintf(a[2], sizeof a[2], "checkpoint.dir=%s/%s/ckpt", dir, run);
+  snprintf(a[3], sizeof a[3], "run.out_dir=%s/%s", dir, run);
+  for (int i = 0; i < 4; i++) sets[n++] = a[i];
+  for (int i = 0; i < n_extra; i++) sets[n++] = (char *)extra[i];
+  return config_resolve(cfg, TINY, n, sets, err);
+}
+
+/* Runs `steps` steps in process; losses[i] of step i+1. */
+static void run_steps(const char *dir, const char *run, const char *const *extra, int n_extra, int steps,
+                      double *losses) {
+  Config cfg;
+  McmErr err;
+  ASSERT(resolve(&cfg, dir, run, extra, n_extra, &err) == 0, "%s", err.msg);
+  Ctx *ctx = ctx_create_cpu((uint64_t)cfg.run.seed);
+  Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+  ASSERT(t, "%s", err.msg);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < steps; i++) {
+    StepStats st;
+    ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+    ASSERT(!st.skipped, "step %d skipped", i + 1);
+    losses[i] = st.loss;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  printf("  %s (%s, batch %lld): %.1f ms/step, %.1f samples/s\n", run, cfg.train.mode, (long long)cfg.train.batch_size,
+         1e3 * dt / steps, (double)steps * (double)cfg.train.batch_size / dt);
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+}
+
+static double mean(const double *v, int n) {
+  double s = 0;
+  for (int i = 0; i < n; i++) s += v[i];
+  return s / n;
+}
+
+TEST(train_distill_loss_falls_and_is_reproducible) {
+  const char *dir = setup();
+  enum { S = 40 };
+  double a[S], b[S];
+  const char *extra[] = {"train.lr=3e-3", "train.loss=l2"};
+  run_steps(dir, "a", extra, 2, S, a);
+  run_steps(dir, "b", extra, 2, S, b);
+  for (int i = 0; i < S; i++) EXPECT(a[i] == b[i], "step %d: %.9g vs %.9g (not bit-identical)", i + 1, a[i], b[i]);
+  double first = mean(a, 8), last = mean(a + S - 8, 8);
+  EXPECT(last < 0.7 * first, "distill loss did not fall: first 8 steps %.4g, last 8 %.4g", first, last);
+}
+
+TEST(train_teacher_loss_falls) {
+  const char *dir = setup();
+  enum { S = 40 };
+  double a[S];
+  const char *extra[] = {"train.mode=teacher", "train.lr=3e-3"};
+  run_steps(dir, "t", extra, 2, S, a);
+  double first = mean(a, 8), last = mean(a + S - 8, 8);
+  EXPECT(last < 0.8 * first, "teacher loss did not fall: first 8 steps %.4g, last 8 %.4g", first, last);
+}
+
+/* ------------------------------------------------------------------ resume after SIGKILL */
+
+/* Losses by step from run.out_dir/log.jsonl (the last line of each step wins). */
+static int read_log(const char *path, double *loss, int max_step) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char line[1024];
+  int last = 0;
+  while (fgets(line, sizeof line, f)) {
+    long long step;
+    double l;
+    char *p = strstr(line, "\"loss\": ");
+    if (sscanf(line, "{\"step\": %lld", &step) != 1 || !p || sscanf(p + 8, "%lf", &l) != 1) continue;
+    if (step >= 1 && step <= max_step) loss[step - 1] = l, last = (int)step > last ? (int)step : last;
+  }
+  fclose(f);
+  return last;
+}
+
+/* ./train tiny.ini with the paths of dir, run `run`; returns the pid (not waited). */
+static pid_t spawn_train(const char *dir, const char *run, const char *steps_set, const char *extra) {
+  pid_t pid = fork();
+  ASSERT(pid >= 0, "fork");
+  if (pid == 0) {
+    char bin[600], a[6][700];
+    const char *bd = getenv("MCM_BIN_DIR");
+    snprintf(bin, sizeof bin, "%s/train", bd ? bd : ".");
+    snprintf(a[0], sizeof a[0], "data.train_shards=%s/data/shard_*.h5", dir);
+    snprintf(a[1], sizeof a[1], "teacher.weights=%s/teacher.h5", dir);
+    snprintf(a[2], sizeof a[2], "checkpoint.dir=%s/%s/ckpt", dir, run);
+    snprintf(a[3], sizeof a[3], "run.out_dir=%s/%s", dir, run);
+    int fd = open("/dev/null", O_WRONLY);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(bin, bin, TINY, "--quiet", "--set", "mel.n_mels=16", "--set", "prepare.segment_frames=16", "--set", a[0], "--set", a[1], "--set", a[2], "--set", a[3], "--set", steps_set,
+          "--set", "checkpoint.every=1", "--set", "checkpoint.keep=2", "--set", extra, (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+static int wait_status(pid_t pid) {
+  int st;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+TEST(train_resume_after_sigkill_is_bit_identical) {
+  const char *dir = setup();
+  enum { S = 14 };
+  const char *steps = "train.steps=14", *extra = "data.num_workers=1"; /* the prefetching loader */
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ASSERT(wait_status(spawn_train(dir, "ref", steps, extra)) == 0, "uninterrupted run failed");
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  const double t_ref = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  double ref[S], got[S];
+  char p[1024];
+  snprintf(p, sizeof p, "%s/ref/log.jsonl", dir);
+  ASSERT(read_log(p, ref, S) == S, "reference log incomplete");
+
+  /* A leftover of a writer killed mid-write must never be read: a garbage .tmp that would
+   * be the newest checkpoint. */
+  snprintf(p, sizeof p, "%s/kill/ckpt", dir);
+  mkdir(dir, 0777);
+  char q[2048];
+  snprintf(q, sizeof q, "%s/kill", dir);
+  mkdir(q, 0777);
+  mkdir(p, 0777);
+  snprintf(q, sizeof q, "%s/ckpt_999.h5.tmp", p);
+  FILE *f = fopen(q, "w");
+  fputs("half a checkpoint", f);
+  fclose(f);
+
+  srand((unsigned)time(NULL) ^ (unsigned)getpid());
+  /* Each run resumes where the last one's newest checkpoint left it; kill it after a random
+   * 25-60 % of an uninterrupted run's time (start-up included), so kills land before the first
+   * checkpoint, between steps, and inside checkpoint writes. */
+  int kills = 0, mid_run = 0;
+  char delays[256] = "";
+  for (int k = 0; k < 4; k++) {
+    pid_t pid = spawn_train(dir, "kill", steps, extra);
+    int ms = (int)(1000.0 * t_ref * (0.25 + 0.35 * (double)rand() / RAND_MAX));
+    snprintf(delays + strlen(delays), sizeof delays - strlen(delays), "%d ", ms);
+    usleep((useconds_t)ms * 1000);
+    kill(pid, SIGKILL);
+    int st = wait_status(pid);
+    kills += st == 128 + SIGKILL;
+    char newest[2048];
+    int64_t at = 0;
+    snprintf(p, sizeof p, "%s/kill/ckpt", dir);
+    if (st == 128 + SIGKILL && trainer_latest_checkpoint(p, newest, sizeof newest, &at) && at > 0 && at < S) mid_run++;
+  }
+  ASSERT(wait_status(spawn_train(dir, "kill", steps, extra)) == 0, "resumed run failed (kill delays ms: %s)", delays);
+  snprintf(p, sizeof p, "%s/kill/log.jsonl", dir);
+  ASSERT(read_log(p, got, S) == S, "resumed log incomplete");
+  for (int i = 0; i < S; i++)
+    EXPECT(got[i] == ref[i], "step %d: %.9g after resume, %.9g uninterrupted (kill delays ms: %s)", i + 1, got[i],
+           ref[i], delays);
+  EXPECT(kills >= 1 && mid_run >= 1, "no run was killed mid-way (%d killed, %d with a partial run; delays ms: %s)", kills,
+         mid_run, delays);
+  /* keep = 2 */
+  char path[2048];
+  int64_t step;
+  snprintf(p, sizeof p, "%s/kill/ckpt", dir);
+  ASSERT(trainer_latest_checkpoint(p, path, sizeof path, &step) == 1 && step == S, "newest checkpoint %lld", (long long)step);
+  snprintf(q, sizeof q, "%s/ckpt_%d.h5", p, S - 2);
+  EXPECT(access(q, F_OK) != 0, "ckpt_%d.h5 should have been pruned (keep = 2)", S - 2);
+}
+
+TEST(train_sigterm_writes_checkpoint) {
+  const char *dir = setup();
+  pid_t pid = spawn_train(dir, "term", "train.steps=100000", "train.loss=huber");
+  usleep(700 * 1000);
+  kill(pid, SIGTERM);
+  int st = wait_status(pid);
+  EXPECT(st == 143, "exit status %d after SIGTERM", st);
+  char p[700], path[700];
+  int64_t step;
+  snprintf(p, sizeof p, "%s/term/ckpt", dir);
+  EXPECT(trainer_latest_checkpoint(p, path, sizeof path, &step) == 1 && step >= 1, "no checkpoint after SIGTERM");
+}
+
+/* ------------------------------------------------------------------ bad inputs */
+
+/* trainer_create must fail with a message containing `want`. */
+static void expect_create_error(const char *dir, const char *run, const char *const *extra, int n, const char *want) {
+  Config cfg;
+  McmErr err = {{0}};
+  int rc = resolve(&cfg, dir, run, extra, n, &err);
+  if (rc == 0) {
+    Ctx *ctx = ctx_create_cpu(0);
+    Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_AUTO, true}, &err);
+    EXPECT(!t, "expected an error containing \"%s\"", want);
+    if (t) trainer_destroy(t);
+    ctx_destroy(ctx);
+  }
+  EXPECT(strstr(err.msg, want), "error \"%s\" does not contain \"%s\"", err.msg, want);
+}
+
+TEST(train_bad_inputs_fail_before_work) {
+  const char *dir = setup();
+  char p[2048], q[1024];
+  /* config keys */
+  expect_create_error(dir, "x", (const char *[]){"train.nosuch=1"}, 1, "nosuch");
+  expect_create_error(dir, "x", (const char *[]){"train.lr=fast"}, 1, "train.lr");
+  expect_create_error(dir, "x", (const char *[]){"train.adversarial=true", "train.batch_size=9",
+                                                 "adversarial.virtual_bs=8"}, 3, "local batch norm");
+  expect_create_error(dir, "x", (const char *[]){"train.adversarial=true", "vae.weights="}, 2, "vae.weights is required");
+  expect_create_error(dir, "x", (const char *[]){"train.adversarial=true", "adversarial.audiomae=nope.h5"}, 2,
+                      "adversarial.audiomae = nope.h5");
+  expect_create_error(dir, "x", (const char *[]){"train.adversarial=true", "adversarial.mae_dim=32"}, 2, "[adversarial]");
+  /* weights */
+  snprintf(p, sizeof p, "teacher.weights=%s/none.h5", dir);
+  expect_create_error(dir, "x", (const char *[]){p}, 1, "teacher.weights");
+  snprintf(q, sizeof q, "%s/teacher32.h5", dir);
+  make_teacher(q, 32, 6);
+  snprintf(p, sizeof p, "teacher.weights=%s", q);
+  expect_create_error(dir, "x", (const char *[]){p}, 1, "shape");
+  expect_create_error(dir, "x", (const char *[]){"vae.weights=tests/fixtures/model_vae_weights_a.h5"}, 1,
+                      "latent channels");
+  /* the tiny VAE fits these shards: no error from it (and a loss-free create) */
+  {
+    Config cfg;
+    McmErr err;
+    ASSERT(resolve(&cfg, dir, "vae_ok", (const char *[]){"vae.weights=tests/fixtures/model_vae_weights_tiny.h5"}, 1,
+                   &err) == 0, "%s", err.msg);
+    Ctx *ctx = ctx_create_cpu(0);
+    Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){0}, &err);
+    EXPECT(t, "the tiny VAE should be accepted: %s", err.msg);
+    if (t) trainer_destroy(t);
+    ctx_destroy(ctx);
+  }
+  /* data */
+  expect_create_error(dir, "x", (const char *[]){"mel.n_mels=64"}, 1, "another mel configuration");
+  expect_create_error(dir, "x", (const char *[]){"unet.latent_frames=16"}, 1, "latents are");
+  snprintf(q, sizeof q, "%s/empty", dir);
+  DataSpec e = tiny_spec();
+  e.rows = 0;
+  make_data(q, e);
+  snprintf(p, sizeof p, "data.train_shards=%s/shard_*.h5", q);
+  expect_create_error(dir, "x", (const char *[]){p}, 1, "no samples");
+  snprintf(p, sizeof p, "data.train_shards=%s/nothing_here_*.h5", dir);
+  expect_create_error(dir, "x", (const char *[]){p}, 1, "data.train_shards");
+  snprintf(p, sizeof p, "data.encoders=%s/none.h5", dir);
+  expect_create_error(dir, "x", (const char *[]){p}, 1, "encoders");
+  /* directories */
+  snprintf(q, sizeof q, "%s/ro", dir);
+  mkdir(q, 0555);
+  snprintf(p, sizeof p, "checkpoint.dir=%s/ro/ckpt", dir);
+  if (geteuid() != 0) expect_create_error(dir, "x", (const char *[]){p}, 1, "checkpoint.dir");
+  snprintf(q, sizeof q, "%s/afile", dir);
+  fclose(fopen(q, "w"));
+  snprintf(p, sizeof p, "checkpoint.dir=%s/afile", dir);
+  expect_create_error(dir, "x", (const char *[]){p}, 1, "checkpoint.dir");
+  /* modes */
+  expect_create_error(dir, "x", (const char *[]){"train.mode=vae"}, 1, "not implemented");
+  expect_create_error(dir, "x", (const char *[]){"sample.every=10"}, 1, "sample.bundle");
+  expect_create_error(dir, "x", (const char *[]){"teacher.weights="}, 1, "teacher.weights is required");
+}
+
+TEST(train_fresh_and_resume_flags) {
+  const char *dir = setup();
+  Config cfg;
+  McmErr err = {{0}};
+  ASSERT(resolve(&cfg, dir, "f", NULL, 0, &err) == 0, "%s", err.msg);
+  Ctx *ctx = ctx_create_cpu(0);
+  Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_REQUIRE, true}, &err);
+  EXPECT(!t && strstr(err.msg, "--resume"), "--resume without a checkpoint: %s", err.msg);
+  t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+  ASSERT(t, "%s", err.msg);
+  StepStats st;
+  ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+  ASSERT(trainer_save(t, &err) == 0, "%s", err.msg);
+  trainer_destroy(t);
+  t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+  EXPECT(!t && strstr(err.msg, "--fresh"), "--fresh with a checkpoint: %s", err.msg);
+  t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_REQUIRE, true}, &err);
+  ASSERT(t, "%s", err.msg);
+  EXPECT(trainer_step_count(t) == 1, "resumed at step %lld", (long long)trainer_step_count(t));
+  trainer_destroy(t);
+  /* a teacher-mode run refuses a distill checkpoint */
+  Config c2;
+  ASSERT(resolve(&c2, dir, "f", (const char *[]){"train.mode=teacher"}, 1, &err) == 0, "%s", err.msg);
+  t = trainer_create(ctx, &c2, &(TrainerOptions){0}, &err);
+  EXPECT(!t && strstr(err.msg, "train.mode = distill"), "mode mismatch: %s", err.msg);
+  ctx_destroy(ctx);
+}
+
+/* ------------------------------------------------------------------ with the discriminator */
+
+TEST(train_adversarial_runs_heads_learn_and_resume_is_exact) {
+  const char *dir = setup();
+  enum { S = 60, HALF = 3 };
+  const char *extra[] = {"train.adversarial=true", "train.lr=1e-6", "adversarial.lr=1e-2"};
+  Config cfg;
+  McmErr err;
+  ASSERT(resolve(&cfg, dir, "adv", extra, 3, &err) == 0, "%s", err.msg);
+  Ctx *ctx = ctx_create_cpu(0);
+  Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+  ASSERT(t, "%s", err.msg);
+  double acc[S], loss[S];
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < S; i++) {
+    StepStats st;
+    ASSERT(trainer_step(t, &st, &err) == 0, "step %d: %s", i + 1, err.msg);
+    ASSERT(!st.skipped && isfinite(st.loss) && isfinite(st.g_loss) && isfinite(st.distill), "step %d not finite", i + 1);
+    EXPECT(fabs(st.loss - (st.g_loss + 3.0 * st.distill)) <= 1e-5 * (1 + fabs(st.loss)), "L = G + 3 distill at step %d",
+           i + 1);
+    acc[i] = st.d_acc, loss[i] = st.loss;
+    if (i + 1 == HALF) ASSERT(trainer_save(t, &err) == 0, "%s", err.msg);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  printf("  adversarial distill (batch 2): %.1f ms/step, %.1f samples/s (one checkpoint included)\n", 1e3 * dt / S,
+         2.0 * S / dt);
+  trainer_destroy(t);
+  double late = mean(acc + S - 10, 10);
+  printf("  heads accuracy: first 5 steps %.3f, last 10 %.3f\n", mean(acc, 5), late);
+  EXPECT(late > 0.6, "the heads did not move off chance: accuracy %.3f over the last 10 steps", late);
+  /* resume from step HALF: the same losses, bit for bit (heads, their optimizer and the
+   * spectral-norm vectors are in the checkpoint) */
+  char p[1024];
+  snprintf(p, sizeof p, "%s/adv/ckpt/ckpt_%d.h5", dir, S);
+  (void)p;
+  t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_REQUIRE, true}, &err);
+  ASSERT(t, "%s", err.msg);
+  ASSERT(trainer_step_count(t) == HALF, "resumed at %lld", (long long)trainer_step_count(t));
+  for (int i = HALF; i < HALF + 4; i++) {
+    StepStats st;
+    ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+    EXPECT(st.loss == loss[i] && st.d_acc == acc[i], "step %d after resume: loss %.9g vs %.9g", i + 1, st.loss, loss[i]);
+  }
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+}
+
+/* Latents scaled to ~1e38 (a broken encoders.h5) overflow in the UNet: every step's loss is
+ * non-finite, is skipped (no update, counted), and nan_tolerance of them in a row stop the run. */
+TEST(train_non_finite_steps_are_skipped_then_stop) {
+  const char *dir = setup();
+  char enc[1024], set[1100];
+  snprintf(enc, sizeof enc, "%s/huge_encoders.h5", dir);
+  McmErr err;
+  TensorFile *tf = tf_create(enc, &err);
+  float un[16] = {0}, scale = 1e38f;
+  ASSERT(tf && tf_write(tf, "uncond_text_emb", DT_F32, 1, (int64_t[]){16}, un, &err) == 0 &&
+             tf_write(tf, "vae_scaling_factor", DT_F32, 0, NULL, &scale, &err) == 0 && tf_commit(tf, &err) == 0,
+         "%s", err.msg);
+  snprintf(set, sizeof set, "data.encoders=%s", enc);
+  Config cfg;
+  const char *extra[] = {set, "train.nan_tolerance=3"};
+  ASSERT(resolve(&cfg, dir, "nan", extra, 2, &err) == 0, "%s", err.msg);
+  Ctx *ctx = ctx_create_cpu(0);
+  Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+  ASSERT(t, "%s", err.msg);
+  int rc = 0, steps = 0, skipped = 0;
+  StepStats st;
+  while (steps < 20 && (rc = trainer_step(t, &st, &err)) == 0) steps++, skipped += st.skipped;
+  EXPECT(rc == -1 && steps == 2 && skipped == 2, "rc %d after %d steps (%d skipped)", rc, steps, skipped);
+  EXPECT_STR_CONTAINS(err.msg, "3 steps in a row had a NaN or infinite loss");
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+}
+
+/* Training samples: a random ./infer bundle with the tiny UNet (its student weights are
+ * replaced by the trainer's EMA before sampling), 2 prompts every 2 steps; sampling does not
+ * change the training (the losses equal a run without samples). */
+TEST(train_writes_samples_without_changing_the_run) {
+  const char *dir = setup();
+  char bundle[1024], prompts[1024], s1[1100], s2[1100];
+  snprintf(bundle, sizeof bundle, "%s/bundle", dir);
+  RandomBundle rb = random_bundle_tiny("tests/fixtures/tokenizer");
+  UNetConfig *u = &rb.unet;
+  u->in_channels = u->out_channels = 2;
+  u->block_out_channels[0] = 16, u->block_out_channels[1] = 32;
+  u->norm_groups = 8, u->num_head_channels = 16;
+  u->time_proj_dim = 16, u->time_embed_dim = 64, u->class_embed_in = 16;
+  rb.sample_size = 8;
+  rb.vae.latent_channels = 2;
+  rb.text.projection_dim = 16;
+  McmErr err = {{0}};
+  ASSERT(random_bundle_write(bundle, &rb, &err) == 0, "%s", err.msg);
+  snprintf(prompts, sizeof prompts, "%s/prompts.txt", dir);
+  FILE *f = fopen(prompts, "w");
+  fputs("calm piano\n\nfast drums and bass\n", f);
+  fclose(f);
+  snprintf(s1, sizeof s1, "sample.bundle=%s", bundle);
+  snprintf(s2, sizeof s2, "sample.prompts=%s", prompts);
+  const char *extra[] = {s1, s2, "sample.every=2", "train.steps=4"};
+  double with[4], without[4];
+  for (int pass = 0; pass < 2; pass++) {
+    Config cfg;
+    ASSERT(resolve(&cfg, dir, pass ? "plain" : "samples", extra, pass ? 0 : 4, &err) == 0, "%s", err.msg);
+    cfg.train.steps = 4;
+    Ctx *ctx = ctx_create_cpu(0);
+    Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+    ASSERT(t, "%s", err.msg);
+    ASSERT(trainer_run(t, &err) == 0, "%s", err.msg);
+    trainer_destroy(t);
+    ctx_destroy(ctx);
+    char p[1100];
+    snprintf(p, sizeof p, "%s/%s/log.jsonl", dir, pass ? "plain" : "samples");
+    ASSERT(read_log(p, pass ? without : with, 4) == 4, "log incomplete");
+  }
+  for (int i = 0; i < 4; i++) EXPECT(with[i] == without[i], "step %d: %.9g with samples, %.9g without", i + 1, with[i], without[i]);
+  const char *want[] = {"step_2/000_calm-piano_seed0.wav", "step_2/001_fast-drums-and-bass_seed1.png",
+                        "step_4/000_calm-piano_seed0.png", "step_4/001_fast-drums-and-bass_seed1.wav"};
+  for (int i = 0; i < 4; i++) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/samples/samples/%s", dir, want[i]);
+    EXPECT(access(p, F_OK) == 0, "missing %s", p);
+  }
+}
