@@ -27,7 +27,7 @@ static void make_data(const char *dir) {
   McmErr err;
   mkdir(dir, 0777);
   const int rows = 12, F = 16, M = 16, C2 = 4, H = 8, W = 8, D = 16;
-  char path[1024];
+  char path[2048];
   snprintf(path, sizeof path, "%s/shard_00000.h5", dir);
   ShardInfo info = {F, M, 16000, 160};
   ShardWriter *w = shard_create(path, &info, &err);
