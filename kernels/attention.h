@@ -8,7 +8,7 @@
  * Backward accumulates dq, dk, dv (the mask gets no gradient). The forward saves the
  * per-row logsumexp lse (B, NH, TQ) fp32 of the scaled scores (+inf for a fully masked row),
  * and backward recomputes the probabilities from q, k and lse: memory is O(T), never O(TQ·TK).
- * CPU: one query row at a time (attention.c), any D. CUDA: fused flash-attention-style kernels
+ * CPU: blocks of at most 256 query rows through sgemm, O(rows·TK) memory (attention.c), any D. CUDA: fused flash-attention-style kernels
  * (attention.cu) for head dims 32 and 64; every other D (a multiple of 8, at most 1024: the
  * VAE's one head of 512) goes through cuBLAS over chunks of query rows (attention_large.cu),
  * whose memory is O(rows per chunk · TK), bounded by a 64 MiB workspace. */

@@ -119,6 +119,18 @@ TEST(attention_gradient_to_k_only) {
   ctx_destroy(ctx);
 }
 
+/* Only v needs a gradient: the CPU backward then skips dP = dout vᵀ and dS altogether. */
+TEST(attention_gradient_to_v_only) {
+  Ctx *ctx = ctx_create_cpu(0);
+  Tensor *p[AT_N];
+  make_attention(ctx, p, 2, 3);
+  p[AT_Q]->requires_grad = p[AT_K]->requires_grad = false;
+  AttnCase c = {2, true};
+  EXPECT(gradcheck(ctx, attention_loss, p, AT_N, &c, (GradcheckOpts){0}) == 0, "dv alone disagrees");
+  EXPECT(!p[AT_Q]->grad && !p[AT_K]->grad, "frozen q or k received a gradient");
+  ctx_destroy(ctx);
+}
+
 /* Self-attention on one tensor (q = k = v = x): each use adds its gradient to x. */
 static Tensor *self_attention_loss(Ctx *ctx, Tensor **p, void *user) {
   return op_sum(ctx, op_mul(ctx, op_attention(ctx, p[0], p[0], p[0], 2, NULL), p[1]));

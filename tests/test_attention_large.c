@@ -1,8 +1,10 @@
 /* Attention at the VAE's head dims on the CPU (the oracle for the GPU's chunked path in
  * kernels/attention_large.cu): finite differences at D = 512 and at a head dim that is a
  * multiple of 8 but not of 32, a comparison with a naive double-precision attention that
- * builds the whole (TQ, TK) score matrix, a long sequence that must stay O(TK) in memory and
- * finish quickly, and the chunk_rows knob's checks. */
+ * builds the whole (TQ, TK) score matrix (also at sizes that split the queries into several
+ * blocks of the CPU's blocked path, the last one ragged), accumulation and run-to-run
+ * determinism of the backward, a long sequence that must stay O(TK) in memory and finish
+ * quickly, the VAE's full attention at BLAS speed, and the chunk_rows knob's checks. */
 #include <math.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -129,10 +131,11 @@ static double rel_l2(const float *got, const double *ref, int64_t n) {
 
 /* Tolerance: fp32 against exact arithmetic. Each score is a D-term dot product (D ≤ 512)
  * with relative error ~ε₃₂·√D ≈ 1.4e-6 of its terms' size; the exp turns an absolute score
- * error into the same relative error of P, and the outputs and gradients are sums of ≤ 41
- * such terms (and of ≤ 33 rows for dk, dv), which add little more. Measured ≤ 9e-7 here; 5e-6
- * leaves a margin above the estimate and still catches any wrong term (a missing scale or
- * a masked key that leaks gives errors of 1e-2 and up). */
+ * error into the same relative error of P, and the outputs and gradients are sums over the
+ * keys (≤ 9001 terms) or the query rows (≤ 601), whose rounding grows like ε₃₂·√n (≤ 5.7e-6
+ * at 9001 terms; OpenBLAS's blocked FMA sums stay well under that). Measured ≤ 4.3e-7 at
+ * TK ≤ 41 and 1.1e-6 (dq) at TK 9001; 5e-6 leaves a margin and still catches any wrong term
+ * (a missing scale, a lost or doubled block, or a masked key that leaks gives 1e-2 and up). */
 #define REF_REL_TOL 5e-6
 
 static void check_against_double(int B, int TQ, int TK, int NH, int D, bool masked) {
@@ -144,8 +147,9 @@ static void check_against_double(int B, int TQ, int TK, int NH, int D, bool mask
   Tensor *y = op_attention(ctx, q, k, v, NH, mask);
   backward_from(ctx, y, dy);
 
-  float *h = MALLOC_CHECK((size_t)(3 * nq + 3 * nk + B * TK) * sizeof(float));
-  float *hq = h, *hk = hq + nq, *hv = hk + nk, *hdy = hv + nk, *hy = hdy + nq, *hg = hy + nq, *hm = hg + nk;
+  int64_t ng = nq > nk ? nq : nk; /* hg holds out and dq (nq) or dk and dv (nk) in turn */
+  float *h = MALLOC_CHECK((size_t)(3 * nq + 2 * nk + ng + B * TK) * sizeof(float));
+  float *hq = h, *hk = hq + nq, *hv = hk + nk, *hdy = hv + nk, *hy = hdy + nq, *hg = hy + nq, *hm = hg + ng;
   tensor_to_host_f32(ctx, q, hq);
   tensor_to_host_f32(ctx, k, hk);
   tensor_to_host_f32(ctx, v, hv);
@@ -182,6 +186,69 @@ static void check_against_double(int B, int TQ, int TK, int NH, int D, bool mask
 /* The VAE's shape: one head of 512; batch 1 drops every third key, batch 2 all of them. */
 TEST(attention_d512_matches_double_reference) { check_against_double(3, 33, 41, 1, 512, true); }
 TEST(attention_d136_two_heads_matches_double_reference) { check_against_double(2, 19, 23, 2, 136, false); }
+/* The CPU path takes R = min(256, 2^20 / TK) query rows per block (kernels/attention.c):
+ * TQ 601 at TK 37 gives blocks of 256, 256 and 89 rows; TK 9001 gives R = 116, so TQ 150
+ * is a block of 116 and a ragged one of 34, with 9001-term sums in each row. */
+TEST(attention_several_query_blocks_match_double_reference) { check_against_double(2, 601, 37, 2, 24, true); }
+TEST(attention_long_keys_ragged_block_match_double_reference) { check_against_double(2, 150, 9001, 1, 8, true); }
+
+/* ------------------------------------------------------------------ accumulation, determinism */
+
+/* n values uniform in [lo, hi) from a small LCG (host arrays for the direct CPU calls). */
+static float *host_uniform(int64_t n, uint32_t *state, float lo, float hi) {
+  float *x = MALLOC_CHECK((size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n; i++) {
+    *state = *state * 1664525u + 1013904223u;
+    x[i] = lo + (hi - lo) * (float)(*state >> 8) / 16777216.0f;
+  }
+  return x;
+}
+
+/* The CPU backward adds to what the gradients hold, and gives the same bits on every run
+ * (its query blocks run in a fixed order). TQ 300 at TK 5000: blocks of 209 and 91 rows, so
+ * dk and dv sum over two blocks. Called directly on host arrays, without the tape.
+ * Starting from a preset gradient G instead of 0 changes only the rounding: BLAS adds each
+ * block's (and each K-panel's) partial product onto what is there, so G + Σ parts is summed
+ * in another order than (Σ parts) + G. Values are O(1); measured ≤ 1.1e-7 apart (about one ulp);
+ * 1e-5 (relative to 1 + |G|) allows that and fails on a lost or overwritten preset (O(0.1)). */
+TEST(attention_cpu_backward_accumulates_and_is_deterministic) {
+  enum { B = 2, TQ = 300, TK = 5000, NH = 2, D = 12, C = NH * D };
+  const int64_t n[3] = {(int64_t)B * TQ * C, (int64_t)B * TK * C, (int64_t)B * TK * C}; /* dq, dk, dv */
+  const char *name[3] = {"dq", "dk", "dv"};
+  uint32_t st = 12345;
+  float *q = host_uniform(n[0], &st, -2, 2), *k = host_uniform(n[1], &st, -2, 2), *v = host_uniform(n[1], &st, -2, 2);
+  float *dout = host_uniform(n[0], &st, -2, 2), *out = MALLOC_CHECK((size_t)n[0] * sizeof(float));
+  float *lse = MALLOC_CHECK((size_t)B * NH * TQ * sizeof(float)), mask[B * TK];
+  for (int b = 0; b < B; b++)
+    for (int j = 0; j < TK; j++) mask[b * TK + j] = b == 1 && j % 5 == 2 ? 0.0f : 1.0f;
+  attention_forward_cpu(out, lse, q, k, v, mask, B, TQ, TK, NH, D);
+  float *preset[3], *g[3][3]; /* g[run][dq, dk, dv]: runs 0 and 1 start from 0, run 2 from preset */
+  for (int t = 0; t < 3; t++) {
+    preset[t] = host_uniform(n[t], &st, -0.5f, 0.5f);
+    for (int r = 0; r < 3; r++) {
+      g[r][t] = MALLOC_CHECK((size_t)n[t] * sizeof(float));
+      if (r < 2) memset(g[r][t], 0, (size_t)n[t] * sizeof(float));
+      else memcpy(g[r][t], preset[t], (size_t)n[t] * sizeof(float));
+    }
+  }
+  for (int r = 0; r < 3; r++)
+    attention_backward_cpu(g[r][0], g[r][1], g[r][2], dout, q, k, v, lse, mask, B, TQ, TK, NH, D);
+  for (int t = 0; t < 3; t++) {
+    EXPECT(!memcmp(g[0][t], g[1][t], (size_t)n[t] * sizeof(float)), "%s differs between two identical runs", name[t]);
+    int64_t bad = 0;
+    double worst = 0.0;
+    for (int64_t i = 0; i < n[t]; i++) {
+      double e = fabs((double)g[2][t][i] - ((double)g[0][t][i] + preset[t][i])) / (1.0 + fabs(preset[t][i]));
+      worst = fmax(worst, e);
+      bad += e > 1e-5;
+    }
+    printf("  %s: preset + gradient vs gradient + preset: worst %.2g\n", name[t], worst);
+    EXPECT(bad == 0, "%s: %lld values did not accumulate onto the preset gradient", name[t], (long long)bad);
+    free(preset[t]);
+    for (int r = 0; r < 3; r++) free(g[r][t]);
+  }
+  free(q), free(k), free(v), free(dout), free(out), free(lse);
+}
 
 /* ------------------------------------------------------------------ long sequences */
 
@@ -197,17 +264,18 @@ static long peak_rss_kib(void) {
   return u.ru_maxrss; /* KiB on Linux; this test runs in its own forked process */
 }
 
-/* The CPU reference keeps one row of TK scores per thread, never the (TQ, TK) matrix. The
- * forward runs at T = 4096 (D = 64, one head: 4.3 GFLOP): its peak resident memory may grow
- * by the output (1 MiB) but not by the 64 MiB a 4096² fp32 score matrix would take, so it
- * must stay under 32 MiB. The backward is parallel over (b, h) only, so with one head it runs
- * on one core; forward + backward run at T = 1024, first, so that their peak cannot hide the
- * forward's.
+/* The CPU reference keeps one block of at most 2^20 scores (4 MiB; two blocks in the
+ * backward), never the (TQ, TK) matrix. The forward runs at T = 4096 (D = 64, one head:
+ * 4.3 GFLOP): its peak resident memory may grow by the output (1 MiB), the block (4 MiB) and
+ * OpenBLAS's buffers, but not by the 64 MiB a 4096² fp32 score matrix would take, so it must
+ * stay under 32 MiB. Forward + backward run at T = 1024, first, so that their peak cannot
+ * hide the forward's.
  * Time: the bound is on the process's CPU time, the work the op takes over all threads,
  * which other jobs on a shared machine do not inflate (wall time went from 2.7 s to 13.8 s
- * under sanitizers on a 2-core machine shared with other builds). Measured CPU time: forward
- * 0.9 s at -O2, 6.0 s under ASan+UBSan; forward + backward at T = 1024 0.2 s and 1.4 s.
- * 10 s for each. */
+ * under sanitizers on a 2-core machine shared with other builds). It counts the BLAS and
+ * OpenMP threads' spin-waits too. Measured CPU time with the blocked sgemm path: forward
+ * 0.3 s at -O2 (0.9 s with the former row-at-a-time loops); forward + backward at T = 1024
+ * 0.03 s (0.2 s before). 10 s for each. */
 TEST(attention_cpu_long_sequence_stays_linear_in_memory) {
   const double max_s = 10.0;
   const long max_growth_kib = 32 << 10;
@@ -239,6 +307,38 @@ TEST(attention_cpu_long_sequence_stays_linear_in_memory) {
     free(h);
     ctx_destroy(ctx);
   }
+}
+
+/* The VAE's mid attention at full size: T 4096, one head of 512, forward and backward: seven
+ * products of 2·4096·4096·512 flops (two forward, five backward), 120 GFLOP. The row-at-a-time
+ * loops this path replaced took 23 s on two cores (3.9 s forward, 19.5 s backward on one
+ * core); the blocked sgemm path 0.55 s wall at best (~220 GFLOP/s on two AVX-512 cores whose
+ * sgemm peaks near 290), 1.2–1.5 s of CPU time (spin-waits included). The bound, 10 s of
+ * CPU time, catches a fall back to scalar loops without flaking on a slow or busy machine. */
+TEST(attention_cpu_vae_shape_runs_at_blas_speed) {
+  const int T = 4096, D = 512;
+  const double max_s = 10.0;
+  Ctx *ctx = ctx_create_cpu(0);
+  Tensor *q = input(ctx, SHAPE(1, T, D), 111, -1, 1, true), *k = input(ctx, SHAPE(1, T, D), 112, -1, 1, true);
+  Tensor *v = input(ctx, SHAPE(1, T, D), 113, -1, 1, true), *dy = input(ctx, SHAPE(1, T, D), 114, -1, 1, false);
+  double wall0 = clock_s(CLOCK_MONOTONIC), cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+  Tensor *y = op_attention(ctx, q, k, v, 1, NULL);
+  double wall1 = clock_s(CLOCK_MONOTONIC);
+  backward_from(ctx, y, dy);
+  double cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0, wall2 = clock_s(CLOCK_MONOTONIC);
+  double gflop = 7.0 * 2.0 * T * (double)T * D / 1e9;
+  printf("  T %d D %d forward + backward: %.2f s CPU, %.2f s wall (forward %.2f s, backward %.2f s): %.0f GFLOP/s\n", T,
+         D, cpu, wall2 - wall0, wall1 - wall0, wall2 - wall1, gflop / (wall2 - wall0));
+  EXPECT(cpu < max_s, "%.1f s of CPU time, expected < %.0f s", cpu, max_s);
+  float *h = MALLOC_CHECK((size_t)T * D * sizeof(float));
+  int64_t bad = 0;
+  for (int t = 0; t < 4; t++) {
+    tensor_to_host_f32(ctx, t == 0 ? y : t == 1 ? q->grad : t == 2 ? k->grad : v->grad, h);
+    for (int64_t i = 0; i < (int64_t)T * D; i++) bad += !isfinite(h[i]);
+  }
+  EXPECT(bad == 0, "%lld values are not finite", (long long)bad);
+  free(h);
+  ctx_destroy(ctx);
 }
 
 /* ------------------------------------------------------------------ the chunk knob */
