@@ -401,13 +401,19 @@ int pipeline_generate(Pipeline *p, const PipelineRequest *r, PipelineOutput *out
   Tensor *x_in = persistent(ctx, &p->x_in, SHAPE(1, p->lat_c, H, p->lat_w)); /* (1, C, H, W) */
   persistent(ctx, &p->state, SHAPE(1, p->lat_c, H, p->lat_w));
   if (r->strength < 1) {
+    ArenaMark noise = ctx_scope_begin(ctx);
     Tensor *z = vae_sample(ctx, p->init_mean, p->init_logvar);                 /* (1, C, H, W) */
     tensor_copy(ctx, x_in, op_scale(ctx, z, p->vae->cfg.scaling_factor));
+    ctx_scope_end(ctx, noise, NULL);
   } else {
     rng_normal(ctx, x_in);
   }
+  /* Only the latents leave the sampler's scope (in state mode it resets every step itself;
+   * the UNet keeps only its output per call, so windows cost one prediction each). */
+  ArenaMark sampling = ctx_scope_begin(ctx);
   Tensor *lat = sample(p, r, w, err); /* (1, C, H, W), scaled latents */
   if (!lat) goto done;
+  lat = ctx_scope_end(ctx, sampling, lat);
   note_peak(ctx, tm);
   double t2 = now(ctx);
   tm->sampling += t2 - t1;

@@ -84,6 +84,7 @@ static void arena_reset(Arena *a) {
   }
   if (a->blocks) a->blocks->used = 0;
   a->used = 0;
+  a->resets++;
 }
 
 void *ctx_alloc_act(Ctx *ctx, size_t bytes) { return arena_alloc(&ctx->act, bytes, 256); }
@@ -98,6 +99,138 @@ void ctx_step_reset(Ctx *ctx) {
   tape_clear(ctx);
   arena_reset(&ctx->act);
   arena_reset(&ctx->host);
+}
+
+/* ------------------------------------------------------------------ scopes */
+
+static ArenaPos arena_pos(const Arena *a) {
+  return (ArenaPos){a->blocks, a->blocks ? a->blocks->used : 0, a->used};
+}
+
+/* The mark's block must still be in the chain, at or below its fill then. */
+static void check_pos(const Arena *a, ArenaPos p, const char *fn, const char *which) {
+  const ArenaBlock *b = a->blocks;
+  while (b && b != p.block) b = b->next;
+  MCM_CHECK(b == p.block && (!b || p.offset <= b->used) && p.used <= a->used,
+            "%s: the %s arena is below this mark already (an enclosing mark was released first; release marks "
+            "innermost first)", fn, which);
+}
+
+static void check_mark(const Ctx *ctx, ArenaMark m, const char *fn) {
+  MCM_CHECK(m.resets == ctx->act.resets,
+            "%s: the mark is from before ctx_step_reset (marks are valid within one step only)", fn);
+  MCM_CHECK(ctx->tape.n == m.tape_n,
+            "%s: the tape %s %d node(s) since the mark, and backward needs the activations they saved (hint: "
+            "release only in no-grad code, or use ctx_scope_begin/ctx_scope_end, which skip in that case)",
+            fn, ctx->tape.n > m.tape_n ? "recorded" : "lost", abs(ctx->tape.n - m.tape_n));
+  check_pos(&ctx->act, m.act, fn, "activation");
+  check_pos(&ctx->host, m.host, fn, "host");
+}
+
+/* Frees the blocks chained after p.block except `spare`, which stays newest (may be NULL). */
+static void arena_pop_blocks(Arena *a, ArenaPos p, ArenaBlock *spare) {
+  while (a->blocks != p.block) {
+    ArenaBlock *b = a->blocks;
+    a->blocks = b->next;
+    if (b == spare) continue;
+    raw_free(a->dev, b->base);
+    free(b);
+  }
+  if (spare && spare != p.block) {
+    spare->next = a->blocks;
+    a->blocks = spare;
+  }
+}
+
+static void arena_release(Arena *a, ArenaPos p) {
+  arena_pop_blocks(a, p, NULL);
+  if (p.block) p.block->used = p.offset;
+  a->used = p.used;
+}
+
+ArenaMark ctx_mark(Ctx *ctx) {
+  return (ArenaMark){arena_pos(&ctx->act), arena_pos(&ctx->host), ctx->tape.n, ctx->act.resets, false};
+}
+
+void ctx_release(Ctx *ctx, ArenaMark m) {
+  check_mark(ctx, m, "ctx_release");
+  arena_release(&ctx->act, m.act);
+  arena_release(&ctx->host, m.host);
+}
+
+/* The block of a holding p at or above the mark's position; NULL when p is below it. */
+static ArenaBlock *block_above(const Arena *a, ArenaPos m, const char *p, size_t *off) {
+  for (ArenaBlock *b = a->blocks; b; b = b->next) {
+    const char *lo = b->base + (b == m.block ? m.offset : 0);
+    if (p >= lo && p < b->base + b->used) {
+      *off = (size_t)(p - b->base);
+      return b;
+    }
+    if (b == m.block) break;
+  }
+  return NULL;
+}
+
+/* n bytes from src down to dst (dst < src) in the arena. Stream order on the GPU makes the
+ * copies safe without a sync; overlapping regions go through fresh space above the top,
+ * which the release that follows frees again. */
+static void move_down(Ctx *ctx, char *dst, const char *src, size_t n) {
+  if (dst == src || n == 0) return;
+  if (ctx->dev == DEV_CPU) {
+    memmove(dst, src, n);
+    return;
+  }
+#if MCM_CUDA
+  if (dst + n <= src) {
+    cuda_d2d(ctx, dst, src, n);
+  } else {
+    void *stage = arena_alloc(&ctx->act, n, 256);
+    cuda_d2d(ctx, stage, src, n);
+    cuda_d2d(ctx, dst, stage, n);
+  }
+#endif
+}
+
+Tensor *ctx_release_keep(Ctx *ctx, ArenaMark m, Tensor *keep) {
+  check_mark(ctx, m, "ctx_release_keep");
+  if (!keep) {
+    ctx_release(ctx, m);
+    return NULL;
+  }
+  Tensor hdr = *keep;
+  Arena *a = &ctx->act;
+  size_t off = 0, n = tensor_bytes(&hdr), bytes = (n + 255) & ~(size_t)255;
+  if (bytes == 0) bytes = 256;
+  ArenaBlock *kb = block_above(a, m.act, (const char *)hdr.data, &off);
+  if (!kb) { /* the data lies below the mark (or is persistent): only the header moves */
+    arena_release(a, m.act);
+  } else {
+    /* At the mark when its block has room (it does when keep is in that block), else at
+     * the start of keep's own block, which then stays. */
+    ArenaBlock *db = m.act.block && m.act.offset + bytes <= m.act.block->size ? m.act.block : kb;
+    size_t doff = db == m.act.block ? m.act.offset : 0;
+    move_down(ctx, db->base + doff, kb->base + off, n);
+    arena_pop_blocks(a, m.act, db);
+    if (m.act.block && db != m.act.block) m.act.block->used = m.act.offset;
+    db->used = doff + bytes;
+    a->used = m.act.used + bytes;
+    hdr.data = db->base + doff;
+  }
+  arena_release(&ctx->host, m.host);
+  Tensor *t = ctx_alloc_host(ctx, sizeof *t);
+  *t = hdr;
+  return t;
+}
+
+ArenaMark ctx_scope_begin(Ctx *ctx) {
+  ArenaMark m = ctx_mark(ctx);
+  m.skip = ctx->scopes_off;
+  return m;
+}
+
+Tensor *ctx_scope_end(Ctx *ctx, ArenaMark m, Tensor *keep) {
+  if (m.skip || ctx->tape.n != m.tape_n || m.resets != ctx->act.resets) return keep;
+  return ctx_release_keep(ctx, m, keep);
 }
 
 /* ------------------------------------------------------------------ persistent memory */

@@ -236,7 +236,10 @@ int hifigan_load(Ctx *ctx, Hifigan *m, const char *path, McmErr *err) {
 /* ---------------------------------------------------------------- forward */
 
 /* HifiGanResidualBlock: x (B, C, L) -> (B, C, L); 'same' padding d·(k − 1)/2 per conv. */
+/* In no-grad mode each step's result replaces the previous one at the scope's mark (the old
+ * x is dead once the add has read it), so the block holds one x and one step's h's. */
 static Tensor *resblock(Ctx *ctx, const HifiganResblock *r, Tensor *x, float slope) {
+  ArenaMark scope = ctx_scope_begin(ctx);
   for (int n = 0; n < r->nd; n++) {
     int d = r->dilation[n];
     Tensor *h = op_leaky_relu(ctx, x, slope);                                   /* (B, C, L) */
@@ -245,11 +248,16 @@ static Tensor *resblock(Ctx *ctx, const HifiganResblock *r, Tensor *x, float slo
     h = op_leaky_relu(ctx, h, slope);                                           /* (B, C, L) */
     h = op_conv1d(ctx, h, r->convs2_w[n], r->convs2_b[n],                       /* (B, C, L) */
                   conv1d_args(1, (r->k - 1) / 2, 1));
-    x = op_add(ctx, h, x);                                                      /* (B, C, L) */
+    x = ctx_scope_end(ctx, scope, op_add(ctx, h, x));                           /* (B, C, L) */
   }
   return x;
 }
 
+/* Memory: in no-grad mode (inference) every dilation step, resblock and stage is an arena
+ * scope that keeps only its output, so the peak is about ten stage-sized tensors (stage
+ * input, its leaky_relu, the upsampled x, the running sum, a resblock's x, one dilation
+ * step's five, the sum's update) instead of every intermediate of every stage; in grad
+ * mode the scopes do nothing (see ctx_scope_end). */
 Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel) {
   const HifiganConfig *c = &m->cfg;
   const int NK = c->n_kernels;
@@ -258,6 +266,7 @@ Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel) {
   CHECK_SHAPE("hifigan_forward", mel, -1, -1, c->model_in_dim);
   const int64_t B = mel->shape[0];
 
+  ArenaMark whole = ctx_scope_begin(ctx); /* each stage's output replaces its input here */
   Tensor *x = mel;                                                              /* (B, T, M) */
   if (c->normalize_before) x = op_div(ctx, op_sub(ctx, x, m->mean), m->scale);    /* (B, T, M) */
   x = op_transpose_last2(ctx, x);                                               /* (B, M, T) */
@@ -267,9 +276,14 @@ Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel) {
     int u = c->upsample_rates[i], k = c->upsample_kernel_sizes[i];
     x = op_leaky_relu(ctx, x, slope);                                           /* (B, C_{i-1}, L) */
     x = op_conv_transpose1d(ctx, x, m->up_w[i], m->up_b[i], u, (k - u) / 2, 0, 1); /* (B, C_i, L') */
-    Tensor *sum = resblock(ctx, &m->res[i * NK], x, slope);                    /* (B, C_i, L') */
-    for (int j = 1; j < NK; j++) sum = op_add(ctx, sum, resblock(ctx, &m->res[i * NK + j], x, slope));
+    Tensor *sum = NULL;                                                         /* (B, C_i, L') */
+    ArenaMark block = ctx_scope_begin(ctx); /* each new sum replaces the last one there */
+    for (int j = 0; j < NK; j++) {
+      Tensor *r = resblock(ctx, &m->res[i * NK + j], x, slope);                /* (B, C_i, L') */
+      sum = ctx_scope_end(ctx, block, sum ? op_add(ctx, sum, r) : r);
+    }
     x = NK > 1 ? op_scale(ctx, sum, 1.0f / (float)NK) : sum;                   /* (B, C_i, L') */
+    x = ctx_scope_end(ctx, whole, x);
   }
 
   /* transformers calls leaky_relu without a slope here: torch's default 0.01 (as did the
@@ -277,5 +291,5 @@ Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel) {
   x = op_leaky_relu(ctx, x, LEAKY_RELU_DEFAULT_SLOPE);                          /* (B, C_last, L) */
   x = op_conv1d(ctx, x, m->conv_post_w, m->conv_post_b, k7);                    /* (B, 1, L) */
   x = op_tanh(ctx, x);                                                          /* (B, 1, L) */
-  return op_reshape(ctx, x, SHAPE(B, x->shape[2]));                             /* (B, L) */
+  return ctx_scope_end(ctx, whole, op_reshape(ctx, x, SHAPE(B, x->shape[2]))); /* (B, L) */
 }

@@ -451,6 +451,7 @@ static Tensor *conv(Ctx *ctx, Tensor *x, UnetWB m) {
 /* ResnetBlock2D: x (B, Cin, H, W), temb = SiLU(emb) (B, E) -> (B, Cout, H, W). */
 static Tensor *resnet(Ctx *ctx, const UNetConfig *cfg, const UnetResnet *r, Tensor *x, Tensor *temb) {
   const int G = cfg->norm_groups;
+  ArenaMark scope = ctx_scope_begin(ctx); /* no-grad: keeps only the output (see unet_forward) */
   Tensor *h = op_group_norm(ctx, x, G, cfg->norm_eps, r->norm1.w, r->norm1.b); /* (B, Cin, H, W) */
   h = conv(ctx, op_silu(ctx, h), r->conv1);                                    /* (B, Cout, H, W) */
   int64_t B = h->shape[0], Cout = h->shape[1];
@@ -459,7 +460,7 @@ static Tensor *resnet(Ctx *ctx, const UNetConfig *cfg, const UnetResnet *r, Tens
   h = op_group_norm(ctx, h, G, cfg->norm_eps, r->norm2.w, r->norm2.b);
   h = conv(ctx, op_silu(ctx, h), r->conv2);                                    /* (B, Cout, H, W) */
   Tensor *skip = r->conv_shortcut.w ? conv(ctx, x, r->conv_shortcut) : x;      /* (B, Cout, H, W) */
-  return op_add(ctx, skip, h);
+  return ctx_scope_end(ctx, scope, op_add(ctx, skip, h));
 }
 
 /* diffusers Attention over tokens x (B, T, C); with no context, keys and values come from
@@ -476,6 +477,7 @@ static Tensor *attention(Ctx *ctx, const UnetAttention *a, Tensor *x, int heads)
 static Tensor *transformer_block(Ctx *ctx, const UNetConfig *cfg, const UnetTransformerBlock *b, Tensor *x,
                                  int heads) {
   const float eps = cfg->layer_norm_eps;
+  ArenaMark scope = ctx_scope_begin(ctx);
   Tensor *n = op_layer_norm(ctx, x, eps, b->norm1.w, b->norm1.b);
   x = op_add(ctx, x, attention(ctx, &b->attn1, n, heads));
   n = op_layer_norm(ctx, x, eps, b->norm2.w, b->norm2.b);
@@ -484,12 +486,13 @@ static Tensor *transformer_block(Ctx *ctx, const UNetConfig *cfg, const UnetTran
   Tensor *f = op_linear(ctx, n, b->ff_proj.w, b->ff_proj.b); /* (B, T, 2·inner) */
   f = op_geglu(ctx, f);                                      /* (B, T, inner) */
   f = op_linear(ctx, f, b->ff_out.w, b->ff_out.b);           /* (B, T, C) */
-  return op_add(ctx, x, f);
+  return ctx_scope_end(ctx, scope, op_add(ctx, x, f));
 }
 
 /* Transformer2DModel: x (B, C, H, W) -> (B, C, H, W). */
 static Tensor *transformer(Ctx *ctx, const UNetConfig *cfg, const UnetTransformer *t, Tensor *x) {
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  ArenaMark scope = ctx_scope_begin(ctx);
   Tensor *h = op_group_norm(ctx, x, cfg->norm_groups, cfg->transformer_norm_eps, t->norm.w, t->norm.b);
   h = conv(ctx, h, t->proj_in);                              /* (B, C, H, W) */
   h = op_permute(ctx, h, (const int[]){0, 2, 3, 1});         /* (B, H, W, C) */
@@ -498,9 +501,13 @@ static Tensor *transformer(Ctx *ctx, const UNetConfig *cfg, const UnetTransforme
   h = op_reshape(ctx, h, SHAPE(B, H, W, C));                 /* (B, H, W, C) */
   h = op_permute(ctx, h, (const int[]){0, 3, 1, 2});         /* (B, C, H, W) */
   h = conv(ctx, h, t->proj_out);
-  return op_add(ctx, h, x);
+  return ctx_scope_end(ctx, scope, op_add(ctx, h, x));
 }
 
+/* Memory: in no-grad mode (sampling) every resnet, transformer block and transformer is an
+ * arena scope keeping only its output, and so is the whole forward, so a call costs the
+ * arena only its output (windowed sampling calls it per window); in grad mode the scopes do
+ * nothing (ctx_scope_end). */
 Tensor *unet_forward(Ctx *ctx, Unet *net, Tensor *x, Tensor *t, Tensor *class_emb) {
   const UNetConfig *cfg = &net->cfg;
   const int L = cfg->levels, N = cfg->layers_per_block;
@@ -513,6 +520,7 @@ Tensor *unet_forward(Ctx *ctx, Unet *net, Tensor *x, Tensor *t, Tensor *class_em
             "unet: latent %lld × %lld is not divisible by %lld (the %d levels halve it %d times)", (long long)H,
             (long long)W, (long long)f, L, L - 1);
 
+  ArenaMark whole = ctx_scope_begin(ctx);
   /* Conditioning: emb = [time ‖ class] (B, E); every resnet projects SiLU(emb). */
   Tensor *tp = op_timestep_embedding(ctx, t, cfg->time_proj_dim, cfg->time_max_period, cfg->flip_sin_to_cos,
                                      cfg->freq_shift);                                  /* (B, 128) */
@@ -559,5 +567,5 @@ Tensor *unet_forward(Ctx *ctx, Unet *net, Tensor *x, Tensor *t, Tensor *class_em
   MCM_CHECK(ns == 0, "unet: %d skip connections left over", ns);
 
   h = op_group_norm(ctx, h, cfg->norm_groups, cfg->norm_eps, net->conv_norm_out.w, net->conv_norm_out.b);
-  return conv(ctx, op_silu(ctx, h), net->conv_out); /* (B, out_channels, H, W) */
+  return ctx_scope_end(ctx, whole, conv(ctx, op_silu(ctx, h), net->conv_out)); /* (B, out_channels, H, W) */
 }

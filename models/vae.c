@@ -330,12 +330,13 @@ static Tensor *conv(Ctx *ctx, Tensor *x, VaeLayer c, int pad) {
 
 /* ResnetBlock2D without a time embedding: x (B, CIN, H, W) -> (B, COUT, H, W). */
 static Tensor *resnet_forward(Ctx *ctx, const VaeConfig *cfg, const VaeResnet *r, Tensor *x) {
+  ArenaMark scope = ctx_scope_begin(ctx); /* no-grad: keeps only the output (see vae_decode) */
   Tensor *h = op_silu(ctx, group_norm(ctx, cfg, x, r->norm1)); /* (B, CIN, H, W) */
   h = conv(ctx, h, r->conv1, 1);                                /* (B, COUT, H, W) */
   h = op_silu(ctx, group_norm(ctx, cfg, h, r->norm2));
   h = conv(ctx, h, r->conv2, 1);                                /* (B, COUT, H, W) */
   Tensor *skip = r->conv_shortcut.weight ? conv(ctx, x, r->conv_shortcut, 0) : x;
-  return op_add(ctx, skip, h);
+  return ctx_scope_end(ctx, scope, op_add(ctx, skip, h));
 }
 
 /* Single-head self-attention over the T = H·W positions, D = C: x (B, C, H, W) -> same. */
@@ -354,9 +355,10 @@ static Tensor *attention_forward(Ctx *ctx, const VaeConfig *cfg, const VaeAttent
 
 /* UNetMidBlock2D: resnet, attention, resnet at C channels. x (B, C, h, w) -> same. */
 static Tensor *mid_block_forward(Ctx *ctx, const VaeConfig *cfg, const VaeMidBlock *m, Tensor *x) {
+  ArenaMark scope = ctx_scope_begin(ctx);
   Tensor *h = resnet_forward(ctx, cfg, &m->resnets[0], x);
   if (m->attention.to_q.weight) h = attention_forward(ctx, cfg, &m->attention, h);
-  return resnet_forward(ctx, cfg, &m->resnets[1], h);
+  return ctx_scope_end(ctx, scope, resnet_forward(ctx, cfg, &m->resnets[1], h));
 }
 
 static void check_input(const char *fn, const Tensor *x, int channels, int multiple) {
@@ -398,26 +400,33 @@ Tensor *vae_sample(Ctx *ctx, Tensor *mean, Tensor *logvar) {
   return op_add(ctx, mean, op_mul(ctx, std, eps));
 }
 
+/* Memory: in no-grad mode every resnet, the mid block, every up block and the whole decoder
+ * are arena scopes keeping only their outputs, so the peak is about one resnet's
+ * intermediates at the finest resolution, not all of them (ctx_scope_end: nothing is freed
+ * while the tape records, as when training backpropagates through the frozen decoder). */
 Tensor *vae_decode(Ctx *ctx, Vae *vae, Tensor *z) {
   const VaeConfig *cfg = &vae->cfg;
   const VaeDecoder *d = &vae->decoder;
   int n = cfg->n_blocks;
   check_input("vae_decode", z, cfg->latent_channels, 1);
 
+  ArenaMark whole = ctx_scope_begin(ctx);
   /* z (B, L, H/f, W/f) */
   Tensor *h = vae->post_quant_conv.weight ? conv(ctx, z, vae->post_quant_conv, 0) : z;
   h = conv(ctx, h, d->conv_in, 1);                           /* (B, C, H/f, W/f), C = block_out_channels[n-1] */
   h = mid_block_forward(ctx, cfg, &d->mid_block, h);         /* (B, C, H/f, W/f) */
   for (int i = 0; i < n; i++) {                              /* up_blocks.i, Ci = block_out_channels[n-1-i] */
+    ArenaMark block = ctx_scope_begin(ctx);                  /* each resnet's output replaces the last */
     for (int j = 0; j <= cfg->layers_per_block; j++)
-      h = resnet_forward(ctx, cfg, &d->resnets[i][j], h);    /* (B, Ci, 2^i H/f, 2^i W/f) */
+      h = ctx_scope_end(ctx, block, resnet_forward(ctx, cfg, &d->resnets[i][j], h)); /* (B, Ci, 2^i H/f, .) */
     if (i < n - 1) {
       h = op_upsample_nearest2x(ctx, h);                     /* (B, Ci, 2^(i+1) H/f, 2^(i+1) W/f) */
       h = conv(ctx, h, d->upsample[i], 1);
     }
+    h = ctx_scope_end(ctx, block, h);
   }
-  h = op_silu(ctx, group_norm(ctx, cfg, h, d->conv_norm_out)); /* (B, C0, H, W) */
-  return conv(ctx, h, d->conv_out, 1);                         /* (B, out_channels, H, W) */
+  h = op_silu(ctx, group_norm(ctx, cfg, h, d->conv_norm_out));            /* (B, C0, H, W) */
+  return ctx_scope_end(ctx, whole, conv(ctx, h, d->conv_out, 1));         /* (B, out_channels, H, W) */
 }
 
 Tensor *vae_forward(Ctx *ctx, Vae *vae, Tensor *x, bool sample_posterior) {
