@@ -75,6 +75,15 @@ typedef struct Config {
     char weights[CFG_MAX_STRING];
   } vae;
   struct {
+    double kl_weight;
+    char recon[CFG_MAX_STRING]; /* l1 */
+    double ema_decay;           /* 0 = no EMA */
+    int64_t scale_batches;
+    int64_t in_channels, latent_channels;
+    CfgIntList block_out_channels;
+    int64_t layers_per_block, norm_groups;
+  } vae_train;
+  struct {
     char audiomae[CFG_MAX_STRING], bridge[CFG_MAX_STRING];
     CfgIntList taps;
     double lr, beta1, beta2, weight_decay, r1_gamma;

@@ -108,6 +108,21 @@ const CfgKey MCM_SCHEMA[] = {
     STRING(vae, weights, "", NULL,
            "converted VAE (vae.h5): decodes the student's x0 for the discriminator; required when train.adversarial"),
 
+    /* ------------------------------------------------------------------ [vae_train] */
+    FLOAT(vae_train, kl_weight, "1e-6", 0, NOMAX,
+          "train.mode = vae: L = recon + kl_weight KL(N(mu, sigma^2) || N(0, 1)), both means per element"),
+    ENUM(vae_train, recon, "l1", "l1", "train.mode = vae: reconstruction distance on the log-mel (mean |x^ - x|)"),
+    FLOAT(vae_train, ema_decay, "0", 0, 0.999999,
+          "train.mode = vae: rate of an EMA of the weights, exported in vae.h5; 0 = no EMA (the trained weights)"),
+    INT(vae_train, scale_batches, "8", 1, NOMAX,
+        "train.mode = vae: scaling_factor = 1/std of the sampled latents of this many training batches"),
+    INT(vae_train, in_channels, "1", 1, 64, "train.mode = vae from scratch (vae.weights empty): input channels (1: the log-mel)"),
+    INT(vae_train, latent_channels, "8", 1, 1024, "train.mode = vae from scratch: latent channels L (MusicLDM: 8)"),
+    INT_LIST(vae_train, block_out_channels, "128,256,512", 1, 65536,
+             "train.mode = vae from scratch: channels per level; n levels downsample by 2^(n-1)"),
+    INT(vae_train, layers_per_block, "2", 1, 4, "train.mode = vae from scratch: resnets per encoder level (decoder: one more)"),
+    INT(vae_train, norm_groups, "32", 1, 4096, "train.mode = vae from scratch: GroupNorm groups (divide every level's channels)"),
+
     /* ------------------------------------------------------------------ [adversarial] */
     STRING(adversarial, audiomae, "", NULL, "converted AudioMAE ViT-B encoder (frozen feature network)"),
     STRING(adversarial, bridge, "", NULL, "the fitted 64-bin mel -> 128-bin fbank bridge (tools/fit_bridge)"),
@@ -279,6 +294,35 @@ int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size) {
                  (long long)(frames ? cfg->unet.latent_frames : cfg->unet.latent_bins), (long long)down,
                  mult->n, a);
     return key_of("unet", frames ? "latent_frames" : "latent_bins");
+  }
+  /* A VAE trained from scratch: GroupNorm splits every level, and the mel segment halves
+   * exactly at every level below the first (a VAE read from vae.weights is checked against
+   * the shards by the trainer). */
+  if (!strcmp(cfg->train.mode, "vae") && !cfg->vae.weights[0]) {
+    const CfgIntList *bo = &cfg->vae_train.block_out_channels;
+    char l[128];
+    fmt_list(bo, l, sizeof l);
+    if (bo->n > 6) {
+      mcm_snprintf(why, why_size, "vae_train.block_out_channels = %s: at most 6 levels", l);
+      return key_of("vae_train", "block_out_channels");
+    }
+    for (int i = 0; i < bo->n; i++)
+      if (bo->v[i] % cfg->vae_train.norm_groups) {
+        mcm_snprintf(why, why_size, "vae_train.norm_groups = %lld does not divide the %lld channels of level %d "
+                     "(vae_train.block_out_channels = %s)", (long long)cfg->vae_train.norm_groups,
+                     (long long)bo->v[i], i, l);
+        return key_of("vae_train", "norm_groups");
+      }
+    int64_t f = (int64_t)1 << (bo->n - 1);
+    if (cfg->prepare.segment_frames % f || cfg->mel.n_mels % f) {
+      bool frames = cfg->prepare.segment_frames % f != 0;
+      mcm_snprintf(why, why_size,
+                   "%s = %lld is not divisible by %lld, the downsampling of a VAE with %d levels "
+                   "(vae_train.block_out_channels = %s)",
+                   frames ? "prepare.segment_frames" : "mel.n_mels",
+                   (long long)(frames ? cfg->prepare.segment_frames : cfg->mel.n_mels), (long long)f, bo->n, l);
+      return key_of(frames ? "prepare" : "mel", frames ? "segment_frames" : "n_mels");
+    }
   }
   /* The DDIM grid t = k, 2k, ..., N k (minus one) lies in the teacher's 1000 timesteps. */
   if (cfg->train.num_ddim_steps * cfg->train.skip_k > 1000) {

@@ -22,6 +22,7 @@
 #include "diffusion/adversarial.h"
 #include "diffusion/objectives.h"
 #include "diffusion/pipeline.h"
+#include "diffusion/train_vae.h"
 #include "data/audio.h"
 #include "data/melpng.h"
 #include "kernels/comm.h"
@@ -46,6 +47,7 @@ struct Trainer {
   ParamSet ps_vae;
   Vae *vae;                       /* frozen decoder for the fake mel (adversarial), else NULL */
   Adversarial *adv;
+  VaeTrain *vt;                   /* train.mode = vae: the VAE in ps_student / ps_ema, else NULL */
   Pipeline *pipe;                 /* rank 0 with sample.every > 0: training samples */
   char **prompts;
   int n_prompts;
@@ -373,6 +375,7 @@ int trainer_save(Trainer *t, McmErr *err) {
     return -1;
   }
   if (tf_commit(tf, err)) return -1;
+  if (t->vt && vae_train_export(t->ctx, t->vt, err)) return -1;
   /* Keep the newest checkpoint.keep. */
   int n;
   int64_t *steps = list_checkpoints(t->cfg.checkpoint.dir, &n);
@@ -513,6 +516,7 @@ static void trainer_free(Trainer *t) {
   schedule_free(&t->sched);
   params_free(&t->ps_student), params_free(&t->ps_ema), params_free(&t->ps_teacher), params_free(&t->ps_vae);
   adv_destroy(t->adv);
+  vae_train_destroy(t->vt);
   pipeline_close(t->pipe);
   for (int i = 0; i < t->n_prompts; i++) free(t->prompts[i]);
   free(t->prompts);
@@ -532,10 +536,12 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
   TrainResume resume = o ? o->resume : TRAIN_RESUME_AUTO;
 
   /* Mode and options that are not available. */
-  if (strcmp(c->train.mode, "distill") && strcmp(c->train.mode, "teacher")) {
-    mcm_err(err, "train.mode = %s is not implemented: ./train trains the UNet (distill or teacher)", c->train.mode);
+  if (strcmp(c->train.mode, "distill") && strcmp(c->train.mode, "teacher") && strcmp(c->train.mode, "vae")) {
+    mcm_err(err, "train.mode = %s is not implemented: ./train trains the UNet (distill or teacher) or the VAE (vae)",
+            c->train.mode);
     goto fail;
   }
+  const bool vae_mode = !strcmp(c->train.mode, "vae");
   t->distill = !strcmp(c->train.mode, "distill");
   t->adversarial = t->distill && c->train.adversarial;
   if (t->adversarial && !c->vae.weights[0]) {
@@ -596,12 +602,19 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
                       .world = t->world,
                       .drop_last = true,
                       .prefetch = c->data.num_workers > 0 ? 2 : 0,
-                      .fields = LOAD_LATENT | LOAD_TEXT_EMB | (t->adversarial ? LOAD_MEL : 0u),
+                      .fields = vae_mode ? LOAD_MEL : LOAD_LATENT | LOAD_TEXT_EMB | (t->adversarial ? LOAD_MEL : 0u),
                       .skip_checksum = false};
   t->loader = loader_create(&lo, &e);
   if (!t->loader) {
     mcm_err(err, "data.train_shards: %s", e.msg);
     goto fail;
+  }
+  if (vae_mode) {
+    /* The VAE in place of the UNet: the optimizer, EMA, checkpoints and resume below see
+     * only ps_student / ps_ema. */
+    t->vt = vae_train_create(ctx, c, loader_info(t->loader), &t->ps_student, &t->ps_ema, err);
+    if (!t->vt) goto fail;
+    goto optimizer;
   }
   if (check_data(t, err) || read_encoders(t, err)) goto fail;
 
@@ -637,6 +650,7 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
     adv_set_grad_hook(t->adv, heads_grad_hook, t);
   }
 
+optimizer:
   t->opt = adamw_create(ctx, t->ps_student.p, t->ps_student.n,
                         (AdamWHyper){(float)c->train.lr, (float)c->train.beta1, (float)c->train.beta2,
                                      (float)c->train.adam_eps, (float)c->train.weight_decay});
@@ -729,6 +743,16 @@ int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
   if (!b) return mcm_err(err, "reading the training data: %s", e.msg);
   MCM_CHECK(b->n == B, "trainer: a batch of %d rows, expected %d (drop_last)", b->n, B);
 
+  Tensor *loss, *real_mel = NULL, *fake_mel = NULL, *adv_c = NULL;
+  float distill_h = NAN, g_h = NAN;
+  if (t->vt) {
+    int L, h, w;
+    vae_train_latent_shape(t->vt, &L, &h, &w);
+    VaeLoss vl = vae_train_loss(ctx, t->vt, b, normal_rows(t, L, h, w));
+    loss = vl.loss;
+    distill_h = vl.recon, g_h = vl.kl;
+    goto update;
+  }
   /* x0 = sampled latent · scale. */
   Tensor *mom = tensor_new(ctx, DT_F32, SHAPE(B, 2 * C, H, W));
   loader_latent_to_tensor(ctx, b, mom);
@@ -738,8 +762,6 @@ int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
   Tensor *z = op_add(ctx, mean, op_mul(ctx, std, normal_rows(t, C, H, W)));
   Tensor *x0 = op_scale(ctx, z, t->scale);
   Tensor *cond = tensor_new(ctx, DT_F32, SHAPE(B, D));
-  Tensor *loss, *real_mel = NULL, *fake_mel = NULL, *adv_c = NULL;
-  float distill_h = NAN, g_h = NAN;
   if (t->distill) {
     float *u = uniform_rows(t, 1);
     int *index = ctx_alloc_host(ctx, (size_t)B * sizeof *index);
@@ -778,9 +800,10 @@ int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
     tensor_from_host_f32(ctx, cond, emb);
     loss = teacher_objective(ctx, t->student, &t->sched, x0, noise, tt, cond);
   }
+update:;
   float loss_h;
   tensor_to_host_f32(ctx, loss, &loss_h);
-  if (!t->adversarial) distill_h = loss_h;
+  if (!t->adversarial && !t->vt) distill_h = loss_h;
   backward(ctx, loss);
   /* The heads' step on the same fake, detached (skipped with the student's when the
    * generator side is not finite: a NaN fake would poison the heads too). */
@@ -817,8 +840,9 @@ int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
   } else {
     t->nan_streak = 0;
     adamw_step(ctx, t->opt, (float)st->lr);
-    ema_update(ctx, t->ema_p, t->ema_w, t->opt->n,
-               (float)(t->distill ? c->train.ema_decay : c->train.teacher_ema_decay));
+    if (t->vt && c->vae_train.ema_decay == 0) ema_copy(ctx, t->ema_p, t->ema_w, t->opt->n); /* no EMA: export the weights */
+    else ema_update(ctx, t->ema_p, t->ema_w, t->opt->n,
+                    (float)(t->vt ? c->vae_train.ema_decay : t->distill ? c->train.ema_decay : c->train.teacher_ema_decay));
   }
   params_zero_grad(ctx, t->opt->params, t->opt->n);
   ctx_step_reset(ctx);

@@ -222,7 +222,17 @@ TEST(config_full_file_sets_every_key) {
              "[data]\n"
              "encoders = enc.h5\n"
              "[unet]\n"
-             "norm_groups = 8\n");
+             "norm_groups = 8\n"
+             "[vae_train]\n"
+             "kl_weight = 1e-5\n"
+             "recon = l1\n"
+             "ema_decay = 0.99\n"
+             "scale_batches = 4\n"
+             "in_channels = 1\n"
+             "latent_channels = 4\n"
+             "block_out_channels = 32,64\n"
+             "layers_per_block = 1\n"
+             "norm_groups = 16\n");
   Config cfg;
   McmErr err = {{0}};
   config_defaults(&cfg);
