@@ -7,6 +7,8 @@
 #include <jansson.h>
 #include <math.h>
 
+#include "models/weights.h"
+
 AudioMAEConfig audiomae_config_vit_b(void) {
   return (AudioMAEConfig){.img_t = 1024, .img_f = 128, .in_chans = 1, .patch = 16, .embed_dim = 768, .depth = 12,
                           .num_heads = 12, .mlp_ratio = 4.0f, .norm_eps = 1e-6f};
@@ -146,72 +148,20 @@ void audiomae_init_random(Ctx *ctx, AudioMAE *m) {
 
 /* ------------------------------------------------------------------ loading */
 
-#define CONFIG_HINT "build the model with the configuration the weights were made with"
-
-/* A `component` attribute (tools/convert_diffusers.py writes one) must name this network. */
-static int check_component(TensorFile *tf, McmErr *err) {
-  char *comp = NULL;
-  if (tf_get_attr(tf, "component", &comp, NULL)) return 0;
-  int rc = 0;
-  if (strcmp(comp, "audiomae"))
-    rc = mcm_err(err, "%s: holds the %s weights, not AudioMAE's (component attribute)", tf_path(tf), comp);
-  free(comp);
-  return rc;
-}
-
-/* One size the weights' config states against the model's; 0 when absent or equal. */
-static int config_int(json_t *root, const char *key, int have, const char *path, McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (!v) return 0;
-  if (!json_is_integer(v)) return mcm_err(err, "%s: config attribute: '%s' is not an integer", path, key);
-  if (json_integer_value(v) != have)
-    return mcm_err(err, "%s: the weights' config says %s = %lld, the model is configured with %d (hint: " CONFIG_HINT
-                   ")", path, key, (long long)json_integer_value(v), have);
-  return 0;
-}
-
-static int config_real(json_t *root, const char *key, double have, const char *path, McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (!v) return 0;
-  if (!json_is_number(v)) return mcm_err(err, "%s: config attribute: '%s' is not a number", path, key);
-  double got = json_number_value(v);
-  if (fabs(got - have) > 1e-6 * fabs(have))
-    return mcm_err(err, "%s: the weights' config says %s = %g, the model is configured with %g (hint: " CONFIG_HINT
-                   ")", path, key, got, have);
-  return 0;
-}
-
-static int check_config(TensorFile *tf, const AudioMAEConfig *c, McmErr *err) {
-  const char *path = tf_path(tf);
-  char *text = NULL;
-  if (tf_get_attr(tf, "config", &text, NULL)) return 0; /* no config attribute: the shapes decide */
-  json_error_t je;
-  json_t *root = json_loads(text, 0, &je);
-  free(text);
-  if (!root || !json_is_object(root)) {
-    json_decref(root);
-    return mcm_err(err, "%s: the config attribute is not a JSON object (line %d: %s)", path, je.line, je.text);
-  }
-  int rc = 0;
-  json_t *img = json_object_get(root, "img_size");
-  if (img) { /* [T, F], or one number for a square input */
-    json_t *t = json_is_array(img) ? json_array_get(img, 0) : img;
-    json_t *f = json_is_array(img) ? json_array_get(img, 1) : img;
-    if (!json_is_integer(t) || !json_is_integer(f) || (json_is_array(img) && json_array_size(img) != 2))
-      rc = mcm_err(err, "%s: config attribute: 'img_size' is not [T, F]", path);
-    else if (json_integer_value(t) != c->img_t || json_integer_value(f) != c->img_f)
-      rc = mcm_err(err, "%s: the weights' config says img_size = [%lld, %lld], the model is configured with [%d, %d]",
-                   path, (long long)json_integer_value(t), (long long)json_integer_value(f), c->img_t, c->img_f);
-  }
-  if (!rc) rc = config_int(root, "patch_size", c->patch, path, err);
-  if (!rc) rc = config_int(root, "in_chans", c->in_chans, path, err);
-  if (!rc) rc = config_int(root, "embed_dim", c->embed_dim, path, err);
-  if (!rc) rc = config_int(root, "depth", c->depth, path, err);
-  if (!rc) rc = config_int(root, "num_heads", c->num_heads, path, err);
-  if (!rc) rc = config_real(root, "mlp_ratio", c->mlp_ratio, path, err);
-  if (!rc) rc = config_real(root, "norm_eps", c->norm_eps, path, err);
-  json_decref(root);
-  return rc;
+static void check_config(ConfigCheck *cc, const AudioMAEConfig *c) {
+  /* img_size: [T, F], or one number for a square input */
+  json_t *img = check_get(cc, "img_size");
+  if (json_is_array(img) || c->img_t != c->img_f)
+    check_value(cc, "img_size", img, json_pack("[ii]", c->img_t, c->img_f));
+  else
+    check_int(cc, "img_size", c->img_t);
+  check_int(cc, "patch_size", c->patch);
+  check_int(cc, "in_chans", c->in_chans);
+  check_int(cc, "embed_dim", c->embed_dim);
+  check_int(cc, "depth", c->depth);
+  check_int(cc, "num_heads", c->num_heads);
+  check_real(cc, "mlp_ratio", c->mlp_ratio);
+  check_real(cc, "norm_eps", c->norm_eps);
 }
 
 /* The pretraining checkpoint's decoder, which the encoder does not use. */
@@ -234,8 +184,14 @@ static int check_extra(TensorFile *tf, const AudioMAE *m, McmErr *err) {
 int audiomae_load(Ctx *ctx, AudioMAE *m, const char *path, McmErr *err) {
   TensorFile *tf = tf_open(path, err);
   if (!tf) return -1;
-  int rc = check_component(tf, err);
-  if (!rc) rc = check_config(tf, &m->cfg, err);
+  json_t *config; /* none stated: the shapes decide */
+  int rc = weights_meta(tf, "audiomae", &config, err);
+  if (!rc && config) {
+    ConfigCheck cc = config_check_begin(path, config, err);
+    check_config(&cc, &m->cfg);
+    rc = cc.rc;
+  }
+  json_decref(config);
   if (!rc) rc = params_load(ctx, m->ps, tf, "", true, err);
   if (!rc) rc = check_extra(tf, m, err);
   tf_close(tf);

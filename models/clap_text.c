@@ -7,6 +7,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "models/weights.h"
+
 /* F.normalize's default eps (get_text_features calls it without one). */
 #define CLAP_NORMALIZE_EPS 1e-12f
 
@@ -159,85 +161,29 @@ void clap_text_init_random(Ctx *ctx, ClapText *m) {
  * text_config when the config is a ClapConfig (whose root hidden_size / num_hidden_layers
  * describe both towers), else in the root (a ClapTextConfig); projection_dim and
  * projection_hidden_act fall back to the root, where ClapConfig keeps them. */
-typedef struct IntKey {
-  const char *key;
-  int value;
-} IntKey;
-
-static const char *const STR_KEYS[][2] = {
-    {"hidden_act", "gelu"},                 /* exact erf GELU */
-    {"projection_hidden_act", "relu"},
-    {"position_embedding_type", "absolute"},
-};
-
-/* The value of key and where it was found ("text_config." or "" for the root), or NULL. */
-static json_t *config_get(json_t *section, json_t *root, const char *key, const char **where) {
-  json_t *v = json_object_get(section, key);
-  *where = section == root ? "" : "text_config.";
-  if (!v && section != root && !strncmp(key, "projection_", 11)) {
-    v = json_object_get(root, key);
-    *where = "";
-  }
-  return v;
+static ConfigCheck *at(ConfigCheck *cc, json_t *text, const char *key) {
+  bool root = !text || (!json_object_get(text, key) && !strncmp(key, "projection_", 11));
+  cc->section = root ? cc->root : text;
+  cc->prefix = root ? "" : "text_config.";
+  return cc;
 }
 
-static int check_config_json(const char *path, json_t *root, const ClapTextConfig *c, McmErr *err) {
-  json_t *text = json_object_get(root, "text_config");
-  json_t *section = json_is_object(text) ? text : root;
-  const char *where;
-  const IntKey ints[] = {
-      {"vocab_size", c->vocab_size},
-      {"hidden_size", c->hidden_size},
-      {"num_hidden_layers", c->num_hidden_layers},
-      {"num_attention_heads", c->num_attention_heads},
-      {"intermediate_size", c->intermediate_size},
-      {"max_position_embeddings", c->max_position_embeddings},
-      {"type_vocab_size", c->type_vocab_size},
-      {"pad_token_id", c->pad_token_id},
-      {"projection_dim", c->projection_dim},
-  };
-  const char *hint = "(hint: use the configuration these weights were made for)";
-  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-    json_t *v = config_get(section, root, ints[i].key, &where);
-    if (!v) continue;
-    if (!json_is_number(v))
-      return mcm_err(err, "%s: the weights' config has a %s%s that is not a number", path, where, ints[i].key);
-    if (json_number_value(v) != ints[i].value)
-      return mcm_err(err, "%s: the weights' config has %s%s = %g but the model is configured with %d %s", path, where,
-                     ints[i].key, json_number_value(v), ints[i].value, hint);
-  }
-  json_t *eps = config_get(section, root, "layer_norm_eps", &where);
-  if (eps) {
-    double want = c->layer_norm_eps;
-    if (!json_is_number(eps) || fabs(json_number_value(eps) - want) > 1e-6 * want)
-      return mcm_err(err, "%s: the weights' config has %slayer_norm_eps = %g but the model is configured with %g %s",
-                     path, where, json_is_number(eps) ? json_number_value(eps) : NAN, want, hint);
-  }
-  for (size_t i = 0; i < sizeof STR_KEYS / sizeof STR_KEYS[0]; i++) {
-    json_t *v = config_get(section, root, STR_KEYS[i][0], &where);
-    if (!v) continue;
-    if (!json_is_string(v) || strcmp(json_string_value(v), STR_KEYS[i][1]))
-      return mcm_err(err, "%s: the weights' config has %s%s = %s but mcm's CLAP text tower implements \"%s\"", path,
-                     where, STR_KEYS[i][0], json_is_string(v) ? json_string_value(v) : "(not a string)",
-                     STR_KEYS[i][1]);
-  }
-  return 0;
-}
-
-/* Compares the file's `config` attribute (if any) with the model's configuration. */
-static int check_file_config(TensorFile *tf, const ClapTextConfig *c, McmErr *err) {
-  char *text = NULL;
-  McmErr ignored;
-  if (tf_get_attr(tf, "config", &text, &ignored)) return 0; /* no config stated: shapes are checked on load */
-  json_error_t jerr;
-  json_t *root = json_loads(text, 0, &jerr);
-  free(text);
-  if (!root)
-    return mcm_err(err, "%s: its config attribute is not JSON (line %d: %s)", tf_path(tf), jerr.line, jerr.text);
-  int rc = json_is_object(root) ? check_config_json(tf_path(tf), root, c, err)
-                                : mcm_err(err, "%s: its config attribute is not a JSON object", tf_path(tf));
-  json_decref(root);
-  return rc;
+static void check_config(ConfigCheck *cc, const ClapTextConfig *c) {
+  json_t *text = json_object_get(cc->root, "text_config");
+  if (!json_is_object(text)) text = NULL;
+  check_int(at(cc, text, "vocab_size"), "vocab_size", c->vocab_size);
+  check_int(at(cc, text, "hidden_size"), "hidden_size", c->hidden_size);
+  check_int(at(cc, text, "num_hidden_layers"), "num_hidden_layers", c->num_hidden_layers);
+  check_int(at(cc, text, "num_attention_heads"), "num_attention_heads", c->num_attention_heads);
+  check_int(at(cc, text, "intermediate_size"), "intermediate_size", c->intermediate_size);
+  check_int(at(cc, text, "max_position_embeddings"), "max_position_embeddings", c->max_position_embeddings);
+  check_int(at(cc, text, "type_vocab_size"), "type_vocab_size", c->type_vocab_size);
+  check_int(at(cc, text, "pad_token_id"), "pad_token_id", c->pad_token_id);
+  check_int(at(cc, text, "projection_dim"), "projection_dim", c->projection_dim);
+  check_real(at(cc, text, "layer_norm_eps"), "layer_norm_eps", c->layer_norm_eps);
+  check_str(at(cc, text, "hidden_act"), "hidden_act", "gelu"); /* exact erf GELU */
+  check_str(at(cc, text, "projection_hidden_act"), "projection_hidden_act", "relu");
+  check_str(at(cc, text, "position_embedding_type"), "position_embedding_type", "absolute");
 }
 
 /* The rest of a ClapModel, which the text tower does not use. */
@@ -263,7 +209,14 @@ static int check_extra_tensors(TensorFile *tf, const ParamSet *ps, McmErr *err) 
 int clap_text_load(Ctx *ctx, ClapText *m, const char *path, McmErr *err) {
   TensorFile *tf = tf_open(path, err);
   if (!tf) return -1;
-  int rc = check_file_config(tf, &m->cfg, err);
+  json_t *config; /* none stated: the shapes are checked on load */
+  int rc = weights_meta(tf, "text_encoder", &config, err);
+  if (rc == 0 && config) {
+    ConfigCheck cc = config_check_begin(path, config, err);
+    check_config(&cc, &m->cfg);
+    rc = cc.rc;
+  }
+  json_decref(config);
   if (rc == 0) rc = params_load(ctx, m->ps, tf, "", true, err);
   if (rc == 0) rc = check_extra_tensors(tf, m->ps, err);
   tf_close(tf);

@@ -5,6 +5,8 @@
 #include <jansson.h>
 #include <math.h>
 
+#include "models/weights.h"
+
 DiscHeadsConfig disc_heads_config_default(void) {
   return (DiscHeadsConfig){.channels = 768, .c_dim = 1280, .cmap_dim = 64, .kernel = 9, .virtual_bs = 8,
                            .slope = 0.2f, .bn_eps = 1e-5f};
@@ -126,70 +128,29 @@ void disc_heads_set_trainable(Ctx *ctx, DiscHeads *h, bool trainable) {
 
 /* ------------------------------------------------------------------ loading */
 
-#define CONFIG_HINT "build the model with the configuration the weights were made with"
-
-/* A `component` attribute (tools/convert_diffusers.py writes one) must name this network. */
-static int check_component(TensorFile *tf, McmErr *err) {
-  char *comp = NULL;
-  if (tf_get_attr(tf, "component", &comp, NULL)) return 0;
-  int rc = 0;
-  if (strcmp(comp, "disc_heads"))
-    rc = mcm_err(err, "%s: holds the %s weights, not the discriminator heads' (component attribute)", tf_path(tf),
-                 comp);
-  free(comp);
-  return rc;
-}
-
-static int config_int(json_t *root, const char *key, int have, const char *path, McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (!v) return 0;
-  if (!json_is_integer(v)) return mcm_err(err, "%s: config attribute: '%s' is not an integer", path, key);
-  if (json_integer_value(v) != have)
-    return mcm_err(err, "%s: the weights' config says %s = %lld, the model is configured with %d (hint: " CONFIG_HINT
-                   ")", path, key, (long long)json_integer_value(v), have);
-  return 0;
-}
-
-static int config_real(json_t *root, const char *key, double have, const char *path, McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (!v) return 0;
-  if (!json_is_number(v)) return mcm_err(err, "%s: config attribute: '%s' is not a number", path, key);
-  double got = json_number_value(v);
-  if (fabs(got - have) > 1e-6 * fabs(have))
-    return mcm_err(err, "%s: the weights' config says %s = %g, the model is configured with %g (hint: " CONFIG_HINT
-                   ")", path, key, got, have);
-  return 0;
-}
-
-static int check_config(TensorFile *tf, const DiscHeads *h, McmErr *err) {
-  const char *path = tf_path(tf);
+static void check_config(ConfigCheck *cc, const DiscHeads *h) {
   const DiscHeadsConfig *c = &h->cfg;
-  char *text = NULL;
-  if (tf_get_attr(tf, "config", &text, NULL)) return 0; /* no config attribute: the shapes decide */
-  json_error_t je;
-  json_t *root = json_loads(text, 0, &je);
-  free(text);
-  if (!root || !json_is_object(root)) {
-    json_decref(root);
-    return mcm_err(err, "%s: the config attribute is not a JSON object (line %d: %s)", path, je.line, je.text);
-  }
-  int rc = config_int(root, "n_heads", h->n, path, err);
-  if (!rc) rc = config_int(root, "channels", c->channels, path, err);
-  if (!rc) rc = config_int(root, "c_dim", c->c_dim, path, err);
-  if (!rc) rc = config_int(root, "cmap_dim", c->cmap_dim, path, err);
-  if (!rc) rc = config_int(root, "kernel_size", c->kernel, path, err);
-  if (!rc) rc = config_int(root, "virtual_bs", c->virtual_bs, path, err);
-  if (!rc) rc = config_real(root, "leaky_relu_slope", c->slope, path, err);
-  if (!rc) rc = config_real(root, "bn_eps", c->bn_eps, path, err);
-  json_decref(root);
-  return rc;
+  check_int(cc, "n_heads", h->n);
+  check_int(cc, "channels", c->channels);
+  check_int(cc, "c_dim", c->c_dim);
+  check_int(cc, "cmap_dim", c->cmap_dim);
+  check_int(cc, "kernel_size", c->kernel);
+  check_int(cc, "virtual_bs", c->virtual_bs);
+  check_real(cc, "leaky_relu_slope", c->slope);
+  check_real(cc, "bn_eps", c->bn_eps);
 }
 
 int disc_heads_load(Ctx *ctx, DiscHeads *h, const char *path, McmErr *err) {
   TensorFile *tf = tf_open(path, err);
   if (!tf) return -1;
-  int rc = check_component(tf, err);
-  if (!rc) rc = check_config(tf, h, err);
+  json_t *config; /* none stated: the shapes decide */
+  int rc = weights_meta(tf, "disc_heads", &config, err);
+  if (!rc && config) {
+    ConfigCheck cc = config_check_begin(path, config, err);
+    check_config(&cc, h);
+    rc = cc.rc;
+  }
+  json_decref(config);
   if (!rc) rc = params_load(ctx, h->ps, tf, "", false, err);
   tf_close(tf);
   return rc;

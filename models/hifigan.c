@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "kernels/math.h" /* op_div (until kernels/ops.h includes it) */
+#include "models/weights.h"
 
 /* ---------------------------------------------------------------- configuration */
 
@@ -148,86 +149,37 @@ void hifigan_init_random(Ctx *ctx, Hifigan *m) {
 
 /* ---------------------------------------------------------------- loading */
 
-/* Numbers equal up to float rounding (the config is fp64 text, the struct holds floats). */
-static bool json_same(const json_t *a, const json_t *b) {
-  if (json_is_number(a) && json_is_number(b)) {
-    double x = json_number_value(a), y = json_number_value(b);
-    return fabs(x - y) <= 1e-6 * fmax(1.0, fabs(y));
+/* The sizes a diffusers/transformers config.json states, against the model's, in this order
+ * (the first disagreement is the one reported). */
+static void check_config(ConfigCheck *cc, const HifiganConfig *c) {
+  check_int(cc, "model_in_dim", c->model_in_dim);
+  check_int(cc, "upsample_initial_channel", c->upsample_initial_channel);
+  check_int_list(cc, "upsample_rates", c->upsample_rates, c->n_upsamples);
+  check_int_list(cc, "upsample_kernel_sizes", c->upsample_kernel_sizes, c->n_upsamples);
+  check_int_list(cc, "resblock_kernel_sizes", c->resblock_kernel_sizes, c->n_kernels);
+  json_t *dil = json_array(); /* one list per resblock kernel */
+  for (int j = 0; j < c->n_kernels; j++) {
+    json_t *d = json_array();
+    for (int n = 0; n < c->n_dilations[j]; n++) json_array_append_new(d, json_integer(c->resblock_dilation_sizes[j][n]));
+    json_array_append_new(dil, d);
   }
-  if (json_is_array(a) && json_is_array(b)) {
-    if (json_array_size(a) != json_array_size(b)) return false;
-    for (size_t i = 0; i < json_array_size(a); i++)
-      if (!json_same(json_array_get(a, i), json_array_get(b, i))) return false;
-    return true;
-  }
-  return json_equal(a, b);
-}
-
-static json_t *json_ints(const int *v, int n) {
-  json_t *a = json_array();
-  for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
-  return a;
-}
-
-/* The sizes a diffusers/transformers config.json states, as the model has them. */
-static json_t *config_as_json(const HifiganConfig *c) {
-  json_t *o = json_object();
-  json_object_set_new(o, "model_in_dim", json_integer(c->model_in_dim));
-  json_object_set_new(o, "upsample_initial_channel", json_integer(c->upsample_initial_channel));
-  json_object_set_new(o, "upsample_rates", json_ints(c->upsample_rates, c->n_upsamples));
-  json_object_set_new(o, "upsample_kernel_sizes", json_ints(c->upsample_kernel_sizes, c->n_upsamples));
-  json_object_set_new(o, "resblock_kernel_sizes", json_ints(c->resblock_kernel_sizes, c->n_kernels));
-  json_t *dil = json_array();
-  for (int j = 0; j < c->n_kernels; j++)
-    json_array_append_new(dil, json_ints(c->resblock_dilation_sizes[j], c->n_dilations[j]));
-  json_object_set_new(o, "resblock_dilation_sizes", dil);
-  json_object_set_new(o, "leaky_relu_slope", json_real(c->leaky_relu_slope));
-  json_object_set_new(o, "normalize_before", json_boolean(c->normalize_before));
-  json_object_set_new(o, "sampling_rate", json_integer(c->sampling_rate));
-  return o;
-}
-
-/* Compares the file's `config` attribute (if any) with the model's configuration. */
-static int check_file_config(TensorFile *tf, const HifiganConfig *c, McmErr *err) {
-  char *text = NULL;
-  McmErr ignored;
-  if (tf_get_attr(tf, "config", &text, &ignored)) return 0; /* no config stated: shapes are checked on load */
-  json_error_t jerr;
-  json_t *file = json_loads(text, 0, &jerr);
-  free(text);
-  if (!file)
-    return mcm_err(err, "%s: its config attribute is not JSON (line %d: %s)", tf_path(tf), jerr.line, jerr.text);
-  if (!json_is_object(file)) {
-    json_decref(file);
-    return mcm_err(err, "%s: its config attribute is not a JSON object", tf_path(tf));
-  }
-  /* Checked in this order, so the first disagreement is the one reported. */
-  static const char *const keys[] = {"model_in_dim",          "upsample_initial_channel", "upsample_rates",
-                                     "upsample_kernel_sizes", "resblock_kernel_sizes",    "resblock_dilation_sizes",
-                                     "leaky_relu_slope",      "normalize_before",         "sampling_rate"};
-  json_t *model = config_as_json(c);
-  int rc = 0;
-  for (size_t i = 0; i < sizeof keys / sizeof keys[0] && rc == 0; i++) {
-    json_t *got = json_object_get(file, keys[i]), *want = json_object_get(model, keys[i]);
-    if (!got || json_same(got, want)) continue;
-    char *gs = json_dumps(got, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(7));
-    char *ws = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(7));
-    rc = mcm_err(err,
-                 "%s: the weights' config has %s = %s but the model is configured with %s (hint: use the "
-                 "configuration these weights were made for)",
-                 tf_path(tf), keys[i], gs ? gs : "?", ws ? ws : "?");
-    free(gs);
-    free(ws);
-  }
-  json_decref(model);
-  json_decref(file);
-  return rc;
+  check_value(cc, "resblock_dilation_sizes", check_get(cc, "resblock_dilation_sizes"), dil);
+  check_real(cc, "leaky_relu_slope", c->leaky_relu_slope);
+  check_bool(cc, "normalize_before", c->normalize_before);
+  check_int(cc, "sampling_rate", c->sampling_rate);
 }
 
 int hifigan_load(Ctx *ctx, Hifigan *m, const char *path, McmErr *err) {
   TensorFile *tf = tf_open(path, err);
   if (!tf) return -1;
-  int rc = check_file_config(tf, &m->cfg, err);
+  json_t *config; /* none stated: the shapes are checked on load */
+  int rc = weights_meta(tf, "vocoder", &config, err);
+  if (rc == 0 && config) {
+    ConfigCheck cc = config_check_begin(path, config, err);
+    check_config(&cc, &m->cfg);
+    rc = cc.rc;
+  }
+  json_decref(config);
   if (rc == 0) rc = params_load(ctx, m->ps, tf, "", false, err);
   tf_close(tf);
   return rc;

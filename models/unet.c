@@ -7,6 +7,8 @@
 
 #include <jansson.h>
 
+#include "models/weights.h"
+
 /* ================================================================ configuration */
 
 UNetConfig unet_config_musicldm(void) {
@@ -253,124 +255,55 @@ void unet_init_random(Ctx *ctx, Unet *net) {
 
 /* ================================================================ loading */
 
-/* Compares one size stated in the file's config.json with the configuration's. */
-typedef struct ConfigCmp {
-  const char *path;
-  McmErr *err;
-  int rc;
-} ConfigCmp;
-
-static void cmp_int(ConfigCmp *cc, const char *key, json_t *v, int want) {
-  if (cc->rc || !v || json_is_null(v)) return;
-  if (!json_is_integer(v) && !json_is_real(v)) {
-    cc->rc = mcm_err(cc->err, "%s: config.json: %s is not a number", cc->path, key);
-  } else if (json_number_value(v) != want) {
-    cc->rc = mcm_err(cc->err, "%s: config.json says %s = %g, the UNet configuration has %d (hint: use the configuration the weights were made with)",
-                     cc->path, key, json_number_value(v), want);
-  }
-}
-
-static void cmp_float(ConfigCmp *cc, const char *key, json_t *v, float want) {
-  if (cc->rc || !v || json_is_null(v)) return;
-  if (!json_is_number(v)) {
-    cc->rc = mcm_err(cc->err, "%s: config.json: %s is not a number", cc->path, key);
-  } else if ((float)json_number_value(v) != want) {
-    cc->rc = mcm_err(cc->err, "%s: config.json says %s = %g, the UNet configuration has %g", cc->path, key,
-                     json_number_value(v), want);
-  }
-}
-
-static void cmp_bool(ConfigCmp *cc, const char *key, json_t *v, bool want) {
-  if (cc->rc || !v || json_is_null(v)) return;
-  if (!json_is_boolean(v)) {
-    cc->rc = mcm_err(cc->err, "%s: config.json: %s is not true or false", cc->path, key);
-  } else if (json_is_true(v) != want) {
-    cc->rc = mcm_err(cc->err, "%s: config.json says %s = %s, the UNet configuration has %s", cc->path, key,
-                     json_is_true(v) ? "true" : "false", want ? "true" : "false");
-  }
-}
-
-static void cmp_str(ConfigCmp *cc, const char *key, json_t *v, const char *want) {
-  if (cc->rc || !v || json_is_null(v)) return;
-  if (!json_is_string(v) || strcmp(json_string_value(v), want))
-    cc->rc = mcm_err(cc->err, "%s: config.json says %s = %s, mcm's UNet is built for %s", cc->path, key,
-                     json_is_string(v) ? json_string_value(v) : "(not a string)", want);
-}
-
 /* A feature mcm's UNet does not have must be absent, null or off in the file's config. */
-static void cmp_absent(ConfigCmp *cc, const char *key, json_t *v) {
-  if (cc->rc || !v || json_is_null(v) || json_is_false(v)) return;
+static void check_absent(ConfigCheck *cc, const char *key) {
+  json_t *v = check_get(cc, key);
+  if (!v || json_is_false(v)) return;
   char *dump = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-  cc->rc = mcm_err(cc->err, "%s: config.json sets %s = %.80s, which mcm's UNet does not implement", cc->path, key,
-                   dump ? dump : "?");
+  check_fail(cc, "%s: the weights' config sets %s = %.80s, which mcm's UNet does not implement", cc->path, key,
+             dump ? dump : "?");
   free(dump);
 }
 
-/* A value that is either one number for every level or a list with one per level. */
-static void cmp_per_level(ConfigCmp *cc, const char *key, json_t *v, const int *want, const bool *which, int L) {
-  if (cc->rc || !v || json_is_null(v)) return;
+/* A value that is either one number for every level or a list with one per level; levels
+ * outside `which` (NULL: all) are not compared. */
+static void check_per_level(ConfigCheck *cc, const char *key, const int *want, const bool *which, int L) {
+  json_t *v = check_get(cc, key);
+  if (!v) return;
   if (json_is_array(v) && json_array_size(v) != (size_t)L) {
-    cc->rc = mcm_err(cc->err, "%s: config.json: %s has %zu entries, the UNet configuration has %d levels", cc->path,
-                     key, json_array_size(v), L);
+    check_int_list(cc, key, want, L);
     return;
   }
   for (int l = 0; l < L && !cc->rc; l++) {
     if (which && !which[l]) continue;
     char name[96];
     mcm_snprintf(name, sizeof name, json_is_array(v) ? "%s[%d]" : "%s (level %d)", key, l);
-    cmp_int(cc, name, json_is_array(v) ? json_array_get(v, (size_t)l) : v, want[l]);
+    check_value(cc, name, json_is_array(v) ? json_array_get(v, (size_t)l) : v, json_integer(want[l]));
   }
 }
 
-/* The block types at each level: down_block_types[l] and up_block_types[L-1-l]. */
-static void cmp_block_types(ConfigCmp *cc, json_t *down, json_t *up, const UNetConfig *c) {
+static void check_config(ConfigCheck *cc, const UNetConfig *c) {
   const int L = c->levels;
-  for (int pass = 0; pass < 2 && !cc->rc; pass++) {
-    json_t *v = pass ? up : down;
-    const char *key = pass ? "up_block_types" : "down_block_types";
-    if (!v || json_is_null(v)) continue;
-    if (!json_is_array(v) || json_array_size(v) != (size_t)L) {
-      cc->rc = mcm_err(cc->err, "%s: config.json: %s is not a list of %d block types", cc->path, key, L);
-      return;
-    }
-    for (int i = 0; i < L && !cc->rc; i++) {
-      int l = pass ? L - 1 - i : i;
-      const char *want = pass ? (c->attention[l] ? "CrossAttnUpBlock2D" : "UpBlock2D")
-                              : (c->attention[l] ? "CrossAttnDownBlock2D" : "DownBlock2D");
-      char name[64];
-      mcm_snprintf(name, sizeof name, "%s[%d]", key, i);
-      cmp_str(cc, name, json_array_get(v, (size_t)i), want);
-    }
+  check_int(cc, "in_channels", c->in_channels);
+  check_int(cc, "out_channels", c->out_channels);
+  check_int_list(cc, "block_out_channels", c->block_out_channels, L);
+  /* The block types at each level: down_block_types[l] and up_block_types[L-1-l]. */
+  const char *down[UNET_MAX_LEVELS], *up[UNET_MAX_LEVELS];
+  for (int l = 0; l < L; l++) {
+    down[l] = c->attention[l] ? "CrossAttnDownBlock2D" : "DownBlock2D";
+    up[L - 1 - l] = c->attention[l] ? "CrossAttnUpBlock2D" : "UpBlock2D";
   }
-}
-
-static int check_config_json(const char *path, const char *text, const UNetConfig *c, McmErr *err) {
-  json_error_t jerr;
-  json_t *root = json_loads(text, 0, &jerr);
-  if (!root || !json_is_object(root)) {
-    json_decref(root);
-    return mcm_err(err, "%s: the config attribute is not a JSON object (line %d: %s)", path, jerr.line, jerr.text);
-  }
-  ConfigCmp cc = {path, err, 0};
-#define GET(key) json_object_get(root, key)
-  const int L = c->levels;
-  json_t *boc = GET("block_out_channels");
-  if (boc && json_is_array(boc) && json_array_size(boc) != (size_t)L)
-    cc.rc = mcm_err(err, "%s: config.json has %zu block_out_channels, the UNet configuration has %d levels", path,
-                    json_array_size(boc), L);
-  cmp_int(&cc, "in_channels", GET("in_channels"), c->in_channels);
-  cmp_int(&cc, "out_channels", GET("out_channels"), c->out_channels);
-  cmp_per_level(&cc, "block_out_channels", boc, c->block_out_channels, NULL, L);
-  cmp_block_types(&cc, GET("down_block_types"), GET("up_block_types"), c);
-  cmp_str(&cc, "mid_block_type", GET("mid_block_type"), "UNetMidBlock2DCrossAttn");
-  cmp_int(&cc, "layers_per_block", GET("layers_per_block"), c->layers_per_block);
+  check_str_list(cc, "down_block_types", down, L);
+  check_str_list(cc, "up_block_types", up, L);
+  check_str(cc, "mid_block_type", "UNetMidBlock2DCrossAttn");
+  check_int(cc, "layers_per_block", c->layers_per_block);
   int tl[UNET_MAX_LEVELS] = {0};
   for (int l = 0; l < L; l++) tl[l] = c->transformer_layers;
-  cmp_per_level(&cc, "transformer_layers_per_block", GET("transformer_layers_per_block"), tl, NULL, L);
-  cmp_int(&cc, "norm_num_groups", GET("norm_num_groups"), c->norm_groups);
-  cmp_float(&cc, "norm_eps", GET("norm_eps"), c->norm_eps);
+  check_per_level(cc, "transformer_layers_per_block", tl, NULL, L);
+  check_int(cc, "norm_num_groups", c->norm_groups);
+  check_real(cc, "norm_eps", c->norm_eps);
   /* attn2 sees no text: its key/value width, cross_attention_dim, is the block's width. */
-  cmp_per_level(&cc, "cross_attention_dim", GET("cross_attention_dim"), c->block_out_channels, c->attention, L);
+  check_per_level(cc, "cross_attention_dim", c->block_out_channels, c->attention, L);
   /* diffusers' attention_head_dim is the number of heads (its legacy naming). A
    * configuration with num_head_channels > 0 departs from it on purpose (the original
    * MusicLDM heads, see unet.h), so the file's value is compared only when the
@@ -379,56 +312,45 @@ static int check_config_json(const char *path, const char *text, const UNetConfi
     int heads[UNET_MAX_LEVELS] = {0};
     bool used[UNET_MAX_LEVELS] = {0};
     for (int l = 0; l < L; l++) heads[l] = unet_heads(c, l), used[l] = c->attention[l] || l == L - 1;
-    json_t *nh = GET("num_attention_heads");
-    cmp_per_level(&cc, nh && !json_is_null(nh) ? "num_attention_heads" : "attention_head_dim",
-                  nh && !json_is_null(nh) ? nh : GET("attention_head_dim"), heads, used, L);
+    check_per_level(cc, check_get(cc, "num_attention_heads") ? "num_attention_heads" : "attention_head_dim", heads,
+                    used, L);
   }
-  cmp_bool(&cc, "use_linear_projection", GET("use_linear_projection"), false);
-  cmp_bool(&cc, "only_cross_attention", GET("only_cross_attention"), false);
-  cmp_bool(&cc, "flip_sin_to_cos", GET("flip_sin_to_cos"), c->flip_sin_to_cos);
-  cmp_float(&cc, "freq_shift", GET("freq_shift"), c->freq_shift);
-  cmp_str(&cc, "time_embedding_type", GET("time_embedding_type"), "positional");
-  cmp_int(&cc, "time_embedding_dim", GET("time_embedding_dim"), c->time_embed_dim);
-  cmp_str(&cc, "class_embed_type", GET("class_embed_type"), "simple_projection");
-  cmp_int(&cc, "projection_class_embeddings_input_dim", GET("projection_class_embeddings_input_dim"),
-          c->class_embed_in);
-  cmp_bool(&cc, "class_embeddings_concat", GET("class_embeddings_concat"), true);
-  cmp_str(&cc, "resnet_time_scale_shift", GET("resnet_time_scale_shift"), "default");
-  cmp_str(&cc, "act_fn", GET("act_fn"), "silu");
+  check_bool(cc, "use_linear_projection", false);
+  check_bool(cc, "only_cross_attention", false);
+  check_bool(cc, "flip_sin_to_cos", c->flip_sin_to_cos);
+  check_real(cc, "freq_shift", c->freq_shift);
+  check_str(cc, "time_embedding_type", "positional");
+  check_int(cc, "time_embedding_dim", c->time_embed_dim);
+  check_str(cc, "class_embed_type", "simple_projection");
+  check_int(cc, "projection_class_embeddings_input_dim", c->class_embed_in);
+  check_bool(cc, "class_embeddings_concat", true);
+  check_str(cc, "resnet_time_scale_shift", "default");
+  check_str(cc, "act_fn", "silu");
   /* Fixed parts of the architecture that diffusers makes configurable. */
-  cmp_int(&cc, "conv_in_kernel", GET("conv_in_kernel"), 3);
-  cmp_int(&cc, "conv_out_kernel", GET("conv_out_kernel"), 3);
-  cmp_int(&cc, "downsample_padding", GET("downsample_padding"), 1);
-  cmp_float(&cc, "mid_block_scale_factor", GET("mid_block_scale_factor"), 1.0f);
-  cmp_float(&cc, "resnet_out_scale_factor", GET("resnet_out_scale_factor"), 1.0f);
-  cmp_float(&cc, "dropout", GET("dropout"), 0.0f);
+  check_int(cc, "conv_in_kernel", 3);
+  check_int(cc, "conv_out_kernel", 3);
+  check_int(cc, "downsample_padding", 1);
+  check_real(cc, "mid_block_scale_factor", 1.0);
+  check_real(cc, "resnet_out_scale_factor", 1.0);
+  check_real(cc, "dropout", 0.0);
   static const char *const absent[] = {"center_input_sample", "resnet_skip_time_act", "dual_cross_attention",
                                        "time_embedding_act_fn", "timestep_post_act", "time_cond_proj_dim",
                                        "addition_embed_type", "encoder_hid_dim_type", "num_class_embeds",
                                        "cross_attention_norm", "mid_block_only_cross_attention"};
-  for (size_t i = 0; i < sizeof absent / sizeof *absent; i++) cmp_absent(&cc, absent[i], GET(absent[i]));
-#undef GET
-  json_decref(root);
-  return cc.rc;
+  for (size_t i = 0; i < sizeof absent / sizeof *absent; i++) check_absent(cc, absent[i]);
 }
 
 int unet_load(Ctx *ctx, Unet *net, const char *path, McmErr *err) {
   TensorFile *tf = tf_open(path, err);
   if (!tf) return -1;
-  int rc = 0;
-  char *text = NULL;
-  McmErr attr_err;
-  if (tf_get_attr(tf, "component", &text, &attr_err) == 0 && strcmp(text, "unet"))
-    rc = mcm_err(err, "%s: holds the %s weights, not the UNet's (hint: pass unet.h5)", path, text);
-  free(text);
-  text = NULL;
-  if (rc == 0) {
-    if (tf_get_attr(tf, "config", &text, &attr_err) == 0)
-      rc = check_config_json(path, text, &net->cfg, err);
-    else if (!strstr(attr_err.msg, "no attribute 'config'"))
-      rc = mcm_err(err, "%s", attr_err.msg); /* present but unreadable */
-    free(text);
+  json_t *config;
+  int rc = weights_meta(tf, "unet", &config, err);
+  if (rc == 0 && config) {
+    ConfigCheck cc = config_check_begin(path, config, err);
+    check_config(&cc, &net->cfg);
+    rc = cc.rc;
   }
+  json_decref(config);
   if (rc == 0) {
     /* This UNet's own parameters (ps may hold other models' too). */
     ParamSet view = *net->ps;

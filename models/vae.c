@@ -8,6 +8,7 @@
 
 #include "kernels/math.h" /* op_exp, op_clamp (until kernels/ops.h includes it) */
 #include "kernels/rng.h"
+#include "models/weights.h"
 
 VaeConfig vae_config_musicldm(void) {
   return (VaeConfig){
@@ -193,126 +194,51 @@ void vae_init_random(Ctx *ctx, Vae *vae) {
 
 /* ---------------------------------------------------------------- loading */
 
-/* The file's config.json (diffusers) against the model's: the first disagreement by name. */
-static int json_int_agrees(json_t *root, const char *key, int model, const char *path, McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (!v || json_is_null(v)) return 0; /* not stated */
-  if (!json_is_integer(v)) return mcm_err(err, "%s: config: %s is not an integer", path, key);
-  if (json_integer_value(v) != model)
-    return mcm_err(err,
-                   "%s: the weights' config has %s = %lld, the model %d (hint: build the model with the weights' "
-                   "configuration)",
-                   path, key, (long long)json_integer_value(v), model);
-  return 0;
-}
-
-static int json_bool_agrees(json_t *root, const char *key, bool model, const char *path, McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (!v || json_is_null(v)) return 0;
-  if (!json_is_boolean(v)) return mcm_err(err, "%s: config: %s is not true or false", path, key);
-  if (json_is_true(v) != model)
-    return mcm_err(err, "%s: the weights' config has %s = %s, the model %s", path, key,
-                   json_is_true(v) ? "true" : "false", model ? "true" : "false");
-  return 0;
-}
-
-static int json_str_agrees(json_t *root, const char *key, int index, const char *want, const char *path,
-                           McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (v && index >= 0) v = json_array_get(v, (size_t)index);
-  if (!v || json_is_null(v)) return 0;
-  const char *s = json_string_value(v);
-  if (!s || strcmp(s, want)) {
-    char where[96];
-    mcm_snprintf(where, sizeof where, index >= 0 ? "%s[%d]" : "%s", key, index);
-    return mcm_err(err, "%s: the weights' config has %s = %s, mcm's VAE supports only %s", path, where,
-                   s ? s : "(not a string)", want);
-  }
-  return 0;
-}
-
-static int json_blocks_agree(json_t *root, const char *key, const VaeConfig *c, const char *path, McmErr *err) {
-  json_t *v = json_object_get(root, key);
-  if (!v || json_is_null(v)) return 0;
-  if (!json_is_array(v)) return mcm_err(err, "%s: config: %s is not a list", path, key);
-  if ((int)json_array_size(v) != c->n_blocks)
-    return mcm_err(err, "%s: the weights' config has %d %s, the model %d (hint: build the model with the weights' "
-                        "configuration)",
-                   path, (int)json_array_size(v), key, c->n_blocks);
-  return 0;
-}
-
-static int check_config_json(Vae *vae, const char *text, const char *path, McmErr *err) {
-  json_error_t jerr;
-  json_t *root = json_loads(text, 0, &jerr);
-  if (!root || !json_is_object(root)) {
-    json_decref(root);
-    return mcm_err(err, "%s: the config attribute is not a JSON object (line %d: %s)", path, jerr.line, jerr.text);
-  }
-  VaeConfig *c = &vae->cfg;
-  int rc = json_str_agrees(root, "_class_name", -1, "AutoencoderKL", path, err);
-  if (!rc) rc = json_int_agrees(root, "in_channels", c->in_channels, path, err);
-  if (!rc) rc = json_int_agrees(root, "out_channels", c->out_channels, path, err);
-  if (!rc) rc = json_int_agrees(root, "latent_channels", c->latent_channels, path, err);
-  if (!rc) rc = json_blocks_agree(root, "block_out_channels", c, path, err);
-  json_t *boc = json_object_get(root, "block_out_channels");
-  for (int i = 0; !rc && boc && i < c->n_blocks; i++) {
-    json_t *v = json_array_get(boc, (size_t)i);
-    if (!json_is_integer(v)) rc = mcm_err(err, "%s: config: block_out_channels[%d] is not an integer", path, i);
-    else if (json_integer_value(v) != c->block_out_channels[i])
-      rc = mcm_err(err, "%s: the weights' config has block_out_channels[%d] = %lld, the model %d", path, i,
-                   (long long)json_integer_value(v), c->block_out_channels[i]);
-  }
-  if (!rc) rc = json_int_agrees(root, "layers_per_block", c->layers_per_block, path, err);
-  if (!rc) rc = json_int_agrees(root, "norm_num_groups", c->norm_num_groups, path, err);
-  if (!rc) rc = json_bool_agrees(root, "mid_block_add_attention", c->mid_block_add_attention, path, err);
-  if (!rc) rc = json_bool_agrees(root, "use_quant_conv", c->use_quant_conv, path, err);
-  if (!rc) rc = json_bool_agrees(root, "use_post_quant_conv", c->use_post_quant_conv, path, err);
-  if (!rc) rc = json_str_agrees(root, "act_fn", -1, "silu", path, err);
-  if (!rc) rc = json_blocks_agree(root, "down_block_types", c, path, err);
-  if (!rc) rc = json_blocks_agree(root, "up_block_types", c, path, err);
-  for (int i = 0; !rc && i < c->n_blocks; i++) {
-    rc = json_str_agrees(root, "down_block_types", i, "DownEncoderBlock2D", path, err);
-    if (!rc) rc = json_str_agrees(root, "up_block_types", i, "UpDecoderBlock2D", path, err);
-  }
-  json_t *shift = json_object_get(root, "shift_factor");
-  if (!rc && json_is_number(shift) && json_number_value(shift) != 0.0)
-    rc = mcm_err(err, "%s: the weights' config has shift_factor = %g; mcm's VAE does not support a latent shift",
-                 path, json_number_value(shift));
-  json_t *scale = json_object_get(root, "scaling_factor");
-  if (!rc && json_is_number(scale)) {
-    if (!(json_number_value(scale) > 0.0))
-      rc = mcm_err(err, "%s: the weights' config has scaling_factor = %g, expected a positive number", path,
-                   json_number_value(scale));
-    else
-      c->scaling_factor = (float)json_number_value(scale);
-  }
-  json_decref(root);
-  return rc;
+/* The file's config.json (diffusers) against the model's; its scaling_factor is the model's. */
+static void check_config(ConfigCheck *cc, VaeConfig *c) {
+  check_str(cc, "_class_name", "AutoencoderKL");
+  check_int(cc, "in_channels", c->in_channels);
+  check_int(cc, "out_channels", c->out_channels);
+  check_int(cc, "latent_channels", c->latent_channels);
+  check_int_list(cc, "block_out_channels", c->block_out_channels, c->n_blocks);
+  check_int(cc, "layers_per_block", c->layers_per_block);
+  check_int(cc, "norm_num_groups", c->norm_num_groups);
+  check_bool(cc, "mid_block_add_attention", c->mid_block_add_attention);
+  check_bool(cc, "use_quant_conv", c->use_quant_conv);
+  check_bool(cc, "use_post_quant_conv", c->use_post_quant_conv);
+  check_str(cc, "act_fn", "silu");
+  const char *down[VAE_MAX_BLOCKS], *up[VAE_MAX_BLOCKS];
+  for (int i = 0; i < c->n_blocks; i++) down[i] = "DownEncoderBlock2D", up[i] = "UpDecoderBlock2D";
+  check_str_list(cc, "down_block_types", down, c->n_blocks);
+  check_str_list(cc, "up_block_types", up, c->n_blocks);
+  json_t *shift = check_get(cc, "shift_factor");
+  if (json_is_number(shift) && json_number_value(shift) != 0.0)
+    check_fail(cc, "%s: the weights' config has shift_factor = %g; mcm's VAE does not support a latent shift",
+               cc->path, json_number_value(shift));
+  json_t *scale = check_get(cc, "scaling_factor");
+  if (json_is_number(scale) && !(json_number_value(scale) > 0.0))
+    check_fail(cc, "%s: the weights' config has scaling_factor = %g, expected a positive number", cc->path,
+               json_number_value(scale));
+  else if (json_is_number(scale) && !cc->rc)
+    c->scaling_factor = (float)json_number_value(scale);
 }
 
 int vae_load(Ctx *ctx, Vae *vae, const char *path, McmErr *err) {
   TensorFile *tf = tf_open(path, err);
   if (!tf) return -1;
-  /* A missing attribute is not an error (files from other tools have none); one that is
-   * present but does not read as a string is. */
-  char *component = NULL, *config = NULL;
-  int rc = 0;
-  if (tf_has_attr(tf, "component")) {
-    rc = tf_get_attr(tf, "component", &component, err);
-    if (!rc && strcmp(component, "vae"))
-      rc = mcm_err(err, "%s: holds '%s' weights, not the VAE's (hint: the VAE's file is vae.h5)", path, component);
+  /* Missing attributes are not an error (files from other tools have none). */
+  json_t *config;
+  int rc = weights_meta(tf, "vae", &config, err);
+  if (!rc && config) {
+    ConfigCheck cc = config_check_begin(path, config, err);
+    check_config(&cc, &vae->cfg);
+    rc = cc.rc;
   }
-  if (!rc && tf_has_attr(tf, "config")) {
-    rc = tf_get_attr(tf, "config", &config, err);
-    if (!rc) rc = check_config_json(vae, config, path, err);
-  }
+  json_decref(config);
   if (!rc) {
     ParamSet own = own_params(vae);
     rc = params_load(ctx, &own, tf, "", false, err);
   }
-  free(component);
-  free(config);
   tf_close(tf);
   return rc;
 }

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -76,27 +78,9 @@ static int weights_config(const char *path, const char *what, const char *compon
   McmErr why = {{0}};
   TensorFile *tf = tf_open(path, &why);
   if (!tf) return mcm_err(err, "%s weights: %s", what, why.msg);
-  char *text = NULL, *comp = NULL;
-  int rc = 0;
-  if (tf_has_attr(tf, "component") && tf_get_attr(tf, "component", &comp, &why))
-    rc = mcm_err(err, "%s weights: %s", what, why.msg);
-  else if (comp && strcmp(comp, component))
-    rc = mcm_err(err, "%s: holds '%s' weights, not the %s's (hint: the %s's file is %s.h5)", path, comp, what, what,
-                 component);
-  if (!rc && tf_has_attr(tf, "config") && tf_get_attr(tf, "config", &text, &why))
-    rc = mcm_err(err, "%s weights: %s", what, why.msg);
-  free(comp);
+  int rc = weights_meta(tf, component, root, err);
   tf_close(tf);
-  if (rc || !text) return rc;
-  json_error_t jerr;
-  *root = json_loads(text, 0, &jerr);
-  free(text);
-  if (!json_is_object(*root)) {
-    json_decref(*root);
-    *root = NULL;
-    return mcm_err(err, "%s: its config attribute is not a JSON object (line %d: %s)", path, jerr.line, jerr.text);
-  }
-  return 0;
+  return rc;
 }
 
 /* ---------------------------------------------------------------- UNet */
@@ -285,6 +269,159 @@ int clap_text_config_from_weights(const char *path, ClapTextConfig *c, McmErr *e
   McmErr why = {{0}};
   if (!rc && clap_text_config_check(c, &why)) rc = mcm_err(err, "%s: %s", path, why.msg);
   return rc;
+}
+
+/* ================================================================ checking a file against a model */
+
+/* How a message names whose weights a component's are ("holds the vae weights, not the UNet's"). */
+static const char *whose(const char *component) {
+  static const char *const names[][2] = {
+      {"unet", "the UNet's"},           {"vae", "the VAE's"},           {"vocoder", "the vocoder's"},
+      {"text_encoder", "the text encoder's"}, {"audiomae", "AudioMAE's"}, {"disc_heads", "the discriminator heads'"},
+  };
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (!strcmp(names[i][0], component)) return names[i][1];
+  return component;
+}
+
+int weights_meta(TensorFile *tf, const char *component, json_t **config, McmErr *err) {
+  if (config) *config = NULL;
+  const char *path = tf_path(tf);
+  char *text = NULL;
+  if (component && tf_has_attr(tf, "component")) {
+    if (tf_get_attr(tf, "component", &text, err)) return -1;
+    int rc = strcmp(text, component) ? mcm_err(err, "%s: holds '%s' weights, not %s (hint: pass the file whose "
+                                                    "component attribute is '%s')", path, text, whose(component),
+                                               component)
+                                     : 0;
+    free(text);
+    if (rc) return rc;
+  }
+  if (!config || !tf_has_attr(tf, "config")) return 0;
+  if (tf_get_attr(tf, "config", &text, err)) return -1;
+  json_error_t jerr;
+  json_t *root = json_loads(text, 0, &jerr);
+  free(text);
+  if (!root) return mcm_err(err, "%s: its config attribute is not a JSON object (line %d: %s)", path, jerr.line, jerr.text);
+  if (!json_is_object(root)) {
+    json_decref(root);
+    return mcm_err(err, "%s: its config attribute is not a JSON object", path);
+  }
+  *config = root;
+  return 0;
+}
+
+ConfigCheck config_check_begin(const char *path, json_t *root, McmErr *err) {
+  return (ConfigCheck){.path = path, .root = root, .section = root, .prefix = "", .err = err};
+}
+
+json_t *check_get(ConfigCheck *cc, const char *key) {
+  json_t *v = cc->rc ? NULL : json_object_get(cc->section, key);
+  return json_is_null(v) ? NULL : v;
+}
+
+static void append(char *buf, size_t size, const char *fmt, ...) MCM_PRINTF(3, 4);
+static void append(char *buf, size_t size, const char *fmt, ...) {
+  size_t len = strlen(buf);
+  if (len + 1 >= size) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf + len, size - len, fmt, ap);
+  va_end(ap);
+}
+
+/* A value as compact JSON text, reals to 7 significant digits (what a float holds). */
+static void json_text(const json_t *v, char *buf, size_t size) {
+  switch (json_typeof(v)) {
+  case JSON_INTEGER: append(buf, size, "%lld", (long long)json_integer_value(v)); break;
+  case JSON_REAL: append(buf, size, "%.7g", json_real_value(v)); break;
+  case JSON_TRUE: append(buf, size, "true"); break;
+  case JSON_FALSE: append(buf, size, "false"); break;
+  case JSON_NULL: append(buf, size, "null"); break;
+  case JSON_STRING: append(buf, size, "\"%s\"", json_string_value(v)); break;
+  case JSON_ARRAY:
+    append(buf, size, "[");
+    for (size_t i = 0; i < json_array_size(v); i++) {
+      if (i) append(buf, size, ",");
+      json_text(json_array_get(v, i), buf, size);
+    }
+    append(buf, size, "]");
+    break;
+  case JSON_OBJECT: {
+    char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    append(buf, size, "%s", s ? s : "{...}");
+    free(s);
+    break;
+  }
+  }
+}
+
+/* Scalars: integers exactly (a file's 4.0 is 4), reals to 1e-6 relative (the file is fp64
+ * text, the model holds floats), anything else equal as JSON. */
+static bool scalar_agrees(const json_t *file, const json_t *model) {
+  if (json_is_integer(model) && json_is_integer(file)) return json_integer_value(file) == json_integer_value(model);
+  if (json_is_integer(model)) return json_is_real(file) && json_real_value(file) == (double)json_integer_value(model);
+  if (json_is_real(model))
+    return json_is_number(file) && fabs(json_number_value(file) - json_real_value(model)) <= 1e-6 * fabs(json_real_value(model));
+  return !json_is_array(file) && !json_is_array(model) && json_equal((json_t *)file, (json_t *)model);
+}
+
+static void compare(ConfigCheck *cc, const char *name, const json_t *file, const json_t *model) {
+  size_t n = json_array_size(model);
+  if (json_is_array(file) && json_is_array(model) && json_array_size(file) == n) {
+    for (size_t i = 0; i < n && !cc->rc; i++) {
+      char elem[192];
+      mcm_snprintf(elem, sizeof elem, "%s[%zu]", name, i);
+      compare(cc, elem, json_array_get(file, i), json_array_get(model, i));
+    }
+    return;
+  }
+  if (scalar_agrees(file, model)) return;
+  char got[256] = "", want[256] = "";
+  json_text(file, got, sizeof got);
+  json_text(model, want, sizeof want);
+  cc->rc = mcm_err(cc->err, "%s: the weights' config has %s = %s, the model is configured with %s (hint: build the "
+                   "model with the weights' configuration)", cc->path, name, got, want);
+}
+
+void check_value(ConfigCheck *cc, const char *name, json_t *file, json_t *model) {
+  MCM_CHECK(model, "check_value: no model value for %s", name);
+  if (!cc->rc && file && !json_is_null(file)) compare(cc, name, file, model);
+  json_decref(model);
+}
+
+static void check_key(ConfigCheck *cc, const char *key, json_t *model) {
+  char name[192];
+  mcm_snprintf(name, sizeof name, "%s%s", cc->prefix, key);
+  check_value(cc, name, check_get(cc, key), model);
+}
+
+void check_int(ConfigCheck *cc, const char *key, int64_t model) { check_key(cc, key, json_integer(model)); }
+void check_real(ConfigCheck *cc, const char *key, double model) { check_key(cc, key, json_real(model)); }
+void check_bool(ConfigCheck *cc, const char *key, bool model) { check_key(cc, key, json_boolean(model)); }
+void check_str(ConfigCheck *cc, const char *key, const char *model) { check_key(cc, key, json_string(model)); }
+
+void check_int_list(ConfigCheck *cc, const char *key, const int *model, int n) {
+  json_t *a = json_array();
+  for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(model[i]));
+  check_key(cc, key, a);
+}
+
+void check_str_list(ConfigCheck *cc, const char *key, const char *const *model, int n) {
+  json_t *a = json_array();
+  for (int i = 0; i < n; i++) json_array_append_new(a, json_string(model[i]));
+  check_key(cc, key, a);
+}
+
+int check_fail(ConfigCheck *cc, const char *fmt, ...) {
+  if (cc->rc) return cc->rc;
+  if (cc->err) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cc->err->msg, sizeof cc->err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return cc->rc = -1;
 }
 
 /* ================================================================ writing config.json */

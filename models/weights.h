@@ -52,7 +52,11 @@
  * are zeroed and its weights scaled to He's initialisation, so that its (noise-like) audio
  * follows the mel instead of its biases. */
 #pragma once
+#include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "core/tensorfile.h"
 
 #include "models/clap_text.h"
 #include "models/hifigan.h"
@@ -105,6 +109,50 @@ RandomBundle random_bundle_full(const char *tokenizer);
 /* Writes the bundle into dir (created if missing; existing bundle files are replaced, each
  * atomically). -1 with err on a bad configuration, an unreadable tokenizer or a failed write. */
 int random_bundle_write(const char *dir, const RandomBundle *b, McmErr *err);
+
+/* ---------------------------------------------------------------- checking a file against a model
+ *
+ * Each *_load reads the file's attributes with weights_meta, then compares what the config
+ * states with the model it loads into, key by key, with the check_* functions below. A key
+ * that is absent or null is not stated and passes. Numbers agree when an integer equals the
+ * model's exactly, a real to 1e-6 relative; lists element by element (a length that differs
+ * names the whole list). The first disagreement is reported, in one form for every model:
+ *   <path>: the weights' config has <key> = <file value>, the model is configured with
+ *   <model value> (hint: build the model with the weights' configuration)
+ * with values written as JSON (reals to 7 significant digits). Later checks then do nothing,
+ * so a loader runs its checks in a row and reads rc at the end. */
+
+/* The file's component attribute must be `component` where it states one (NULL: not
+ * checked). *config (may be NULL: not read): the config attribute as a JSON object (free
+ * with json_decref), NULL when the file has none. -1 with err when the component differs or
+ * an attribute is present but unreadable or not a JSON object. */
+int weights_meta(TensorFile *tf, const char *component, json_t **config, McmErr *err);
+
+typedef struct ConfigCheck {
+  const char *path;   /* the weights file, for messages */
+  json_t *root;       /* the whole config */
+  json_t *section;    /* where keys are looked up: root, or a part of it (CLAP's text_config) */
+  const char *prefix; /* the section's name in messages: "" or e.g. "text_config." */
+  McmErr *err;
+  int rc;             /* -1 from the first failed check on */
+} ConfigCheck;
+
+/* Checks in root. */
+ConfigCheck config_check_begin(const char *path, json_t *root, McmErr *err);
+/* The key's value in the section; NULL when absent, null, or a check already failed. */
+json_t *check_get(ConfigCheck *cc, const char *key);
+void check_int(ConfigCheck *cc, const char *key, int64_t model);
+void check_real(ConfigCheck *cc, const char *key, double model);
+void check_bool(ConfigCheck *cc, const char *key, bool model);
+void check_str(ConfigCheck *cc, const char *key, const char *model);
+void check_int_list(ConfigCheck *cc, const char *key, const int *model, int n);
+void check_str_list(ConfigCheck *cc, const char *key, const char *const *model, int n);
+/* The general form: a value found by the caller (file; NULL or null passes) against the
+ * model's as JSON (a new reference, which this takes), named `name` in the message. */
+void check_value(ConfigCheck *cc, const char *name, json_t *file, json_t *model);
+/* A model-specific failure (a feature the model lacks): records the message if it is the
+ * first; returns cc->rc. */
+int check_fail(ConfigCheck *cc, const char *fmt, ...) MCM_PRINTF(2, 3);
 
 #ifdef __cplusplus
 }

@@ -460,33 +460,33 @@ TEST(model_clap_text_bad_weights) {
 
   const char *json = TEST_PATH("json.h5");
   write_weights(json, NULL, NULL, NULL, "{\"hidden_size\": 32,");
-  expect_load_error(&a, json, "json.h5: its config attribute is not JSON (line 1:");
+  expect_load_error(&a, json, "json.h5: its config attribute is not a JSON object (line 1:");
   write_weights(json, NULL, NULL, NULL, "[32]");
   expect_load_error(&a, json, "json.h5: its config attribute is not a JSON object");
   write_weights(json, NULL, NULL, NULL, "{\"hidden_size\": 32, \"hidden_act\": \"gelu_new\"}");
-  expect_load_error(&a, json, "config has hidden_act = gelu_new but mcm's CLAP text tower implements \"gelu\"");
+  expect_load_error(&a, json, "config has hidden_act = \"gelu_new\", the model is configured with \"gelu\"");
   write_weights(json, NULL, NULL, NULL, "{\"text_config\": {\"layer_norm_eps\": 1e-5}, \"hidden_size\": 99}");
-  expect_load_error(&a, json, "config has text_config.layer_norm_eps = 1e-05 but the model is configured with 1e-12");
+  expect_load_error(&a, json, "config has text_config.layer_norm_eps = 1e-05, the model is configured with 1e-12");
   /* A ClapConfig's root sizes describe both towers and are not compared; its root
    * projection_dim is. Configs that state only some sizes, all agreeing, load. */
   write_weights(json, NULL, NULL, NULL, "{\"num_hidden_layers\": 4, \"text_config\": {\"hidden_size\": 32}}");
   expect_loads(&a, json);
   write_weights(json, NULL, NULL, NULL, "{\"projection_dim\": 512, \"text_config\": {\"hidden_size\": 32}}");
-  expect_load_error(&a, json, "config has projection_dim = 512 but the model is configured with 16");
+  expect_load_error(&a, json, "config has projection_dim = 512, the model is configured with 16");
 
   /* Config attribute disagreements with the real fixture files, including ones the shapes
    * cannot reveal. */
   ClapTextConfig c = a;
   c.num_attention_heads = 8;
-  expect_load_error(&c, WEIGHTS_A, "config has text_config.num_attention_heads = 4 but the model is configured with 8");
+  expect_load_error(&c, WEIGHTS_A, "config has text_config.num_attention_heads = 4, the model is configured with 8");
   c = a;
   c.layer_norm_eps = 1e-5f;
-  expect_load_error(&c, WEIGHTS_A, "text_config.layer_norm_eps = 1e-12 but the model is configured with 1e-05");
+  expect_load_error(&c, WEIGHTS_A, "text_config.layer_norm_eps = 1e-12, the model is configured with 1e-05");
   c = a;
   c.num_hidden_layers = 3;
-  expect_load_error(&c, WEIGHTS_A, "text_config.num_hidden_layers = 2 but the model is configured with 3");
+  expect_load_error(&c, WEIGHTS_A, "text_config.num_hidden_layers = 2, the model is configured with 3");
   c = fixture_config('e');
   c.max_position_embeddings = 41;
-  expect_load_error(&c, WEIGHTS_E, "config has max_position_embeddings = 40 but the model is configured with 41");
-  expect_load_error(&a, WEIGHTS_E, "config has vocab_size = 1911 but the model is configured with 100");
+  expect_load_error(&c, WEIGHTS_E, "config has max_position_embeddings = 40, the model is configured with 41");
+  expect_load_error(&a, WEIGHTS_E, "config has vocab_size = 1911, the model is configured with 100");
 }

@@ -328,5 +328,5 @@ TEST(disc_heads_load_bad_inputs_one_line_each) {
   expect_one_line(&err, "'heads.2.cls.bias' is not a parameter");
 
   err = load_fails(edited("vae.h5", (Edit){.component = "vae"}), config_small(), 2);
-  expect_one_line(&err, "holds the vae weights, not the discriminator heads'");
+  expect_one_line(&err, "holds 'vae' weights, not the discriminator heads'");
 }

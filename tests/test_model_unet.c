@@ -264,7 +264,7 @@ TEST(unet_load_extra_tensor) {
 TEST(unet_load_other_component) {
   const char *path = TEST_PATH("vae.h5");
   write_weights(path, NULL, NULL, false, "vae");
-  expect_load_error(config_a(), path, "holds the vae weights, not the UNet's", NULL);
+  expect_load_error(config_a(), path, "holds 'vae' weights, not the UNet's", NULL);
 }
 
 /* The converted file's config.json disagrees with the configuration: named, before any
@@ -272,20 +272,20 @@ TEST(unet_load_other_component) {
 TEST(unet_load_config_disagrees) {
   UNetConfig c = config_a();
   c.layers_per_block = 2;
-  expect_load_error(c, UNET_WEIGHTS_A, "config.json says layers_per_block = 1, the UNet configuration has 2", NULL);
+  expect_load_error(c, UNET_WEIGHTS_A, "the weights' config has layers_per_block = 1, the model is configured with 2", NULL);
   c = config_a();
   c.num_heads[1] = 4; /* the file was made with 8 heads */
-  expect_load_error(c, UNET_WEIGHTS_A, "attention_head_dim (level 1) = 8, the UNet configuration has 4", NULL);
+  expect_load_error(c, UNET_WEIGHTS_A, "attention_head_dim (level 1) = 8, the model is configured with 4", NULL);
   c = config_b();
   c.block_out_channels[2] = 16;
-  expect_load_error(c, UNET_WEIGHTS_B, "block_out_channels[2] = 12, the UNet configuration has 16", NULL);
+  expect_load_error(c, UNET_WEIGHTS_B, "block_out_channels[2] = 12, the model is configured with 16", NULL);
   c = config_b();
   c.attention[1] = false;
-  expect_load_error(c, UNET_WEIGHTS_B, "down_block_types[1] = CrossAttnDownBlock2D, mcm's UNet is built for DownBlock2D",
+  expect_load_error(c, UNET_WEIGHTS_B, "down_block_types[1] = \"CrossAttnDownBlock2D\", the model is configured with \"DownBlock2D\"",
                     NULL);
   c = config_b();
   c.class_embed_in = 32;
-  expect_load_error(c, UNET_WEIGHTS_B, "projection_class_embeddings_input_dim = 16, the UNet configuration has 32",
+  expect_load_error(c, UNET_WEIGHTS_B, "projection_class_embeddings_input_dim = 16, the model is configured with 32",
                     NULL);
 }
 
@@ -299,9 +299,9 @@ TEST(unet_released_config_json_agrees) {
                     "no tensor 'time_embedding.linear_1.weight'", NULL);
   UNetConfig c = unet_config_musicldm_diffusers();
   c.num_heads[2] = 12;
-  expect_load_error(c, UNET_RELEASED_CONFIG, "attention_head_dim (level 2) = 8, the UNet configuration has 12", NULL);
+  expect_load_error(c, UNET_RELEASED_CONFIG, "attention_head_dim (level 2) = 8, the model is configured with 12", NULL);
   c = unet_config_musicldm();
   c.transformer_norm_eps = 1e-5f; /* not in diffusers' config: nothing to disagree with */
   c.norm_eps = 1e-6f;
-  expect_load_error(c, UNET_RELEASED_CONFIG, "norm_eps = 1e-05, the UNet configuration has 1e-06", NULL);
+  expect_load_error(c, UNET_RELEASED_CONFIG, "norm_eps = 1e-05, the model is configured with 1e-06", NULL);
 }

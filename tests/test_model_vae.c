@@ -260,13 +260,13 @@ TEST(vae_load_wrong_shape) {
 TEST(vae_load_config_disagrees_with_model) {
   VaeConfig c = small_config("tiny");
   c.layers_per_block = 2;
-  expect_load_error(weights_path("tiny"), &c, "layers_per_block = 1, the model 2", NULL);
+  expect_load_error(weights_path("tiny"), &c, "layers_per_block = 1, the model is configured with 2", NULL);
   c = small_config("tiny");
   c.block_out_channels[1] = 16;
-  expect_load_error(weights_path("tiny"), &c, "block_out_channels[1] = 8, the model 16", NULL);
+  expect_load_error(weights_path("tiny"), &c, "block_out_channels[1] = 8, the model is configured with 16", NULL);
   c = small_config("tiny");
   c.mid_block_add_attention = false;
-  expect_load_error(weights_path("tiny"), &c, "mid_block_add_attention = true, the model false", NULL);
+  expect_load_error(weights_path("tiny"), &c, "mid_block_add_attention = true, the model is configured with false", NULL);
 }
 
 TEST(vae_load_config_without_attribute_still_checked_by_tensors) {
@@ -284,9 +284,9 @@ TEST(vae_load_config_without_attribute_still_checked_by_tensors) {
 TEST(vae_load_bad_config_attribute) {
   expect_load_error(WEIGHTS_VARIANT("badjson.h5", NULL, NULL, "{\"latent_channels\": 2,"), NULL, "not a JSON object",
                     NULL);
-  expect_load_error(WEIGHTS_VARIANT("gelu.h5", NULL, NULL, "{\"act_fn\": \"gelu\"}"), NULL, "act_fn = gelu", NULL);
+  expect_load_error(WEIGHTS_VARIANT("gelu.h5", NULL, NULL, "{\"act_fn\": \"gelu\"}"), NULL, "act_fn = \"gelu\", the model is configured with \"silu\"", NULL);
   expect_load_error(WEIGHTS_VARIANT("unet.h5", NULL, NULL, "{\"_class_name\": \"UNet2DConditionModel\"}"), NULL,
-                    "_class_name = UNet2DConditionModel", NULL);
+                    "_class_name = \"UNet2DConditionModel\", the model is configured with \"AutoencoderKL\"", NULL);
 }
 
 TEST(vae_load_reads_scaling_factor_and_fp16_weights) {
