@@ -492,17 +492,6 @@ static int64_t match_piece(const uint32_t *cp, int64_t n, int64_t i) {
   return e < n && e - 1 > i ? e - 1 : e;
 }
 
-static void encode_stretch(const Tokenizer *t, Work *w, const unsigned char *text, const uint32_t *cp,
-                           const size_t *off, int64_t lo, int64_t hi) {
-  for (int64_t i = lo; i < hi && w->n_out < w->out_cap;) {
-    int64_t e = match_piece(cp + lo, hi - lo, i - lo) + lo;
-    size_t bytes = off[e] - off[i];
-    MCM_CHECK(bytes < INT32_MAX, "tokenizer: a single word of %zu bytes", bytes);
-    bpe_piece(t, w, text + off[i], (int32_t)bytes);
-    i = e;
-  }
-}
-
 enum { SP_BOS, SP_EOS, SP_UNK, SP_PAD, SP_MASK, N_SPECIAL };
 
 /* Which special token is spelled at cp[i] (SP_*), or -1; *len receives its length. None is a
@@ -518,11 +507,12 @@ static int special_at(const uint32_t *cp, int64_t n, int64_t i, int64_t *len) {
   return -1;
 }
 
-int tokenizer_encode(const Tokenizer *t, const char *text, int max_len, int32_t *ids, int32_t *mask,
-                     McmErr *err) {
-  if (!text) return mcm_err(err, "tokenizer: no text (NULL)");
-  if (max_len < 2)
-    return mcm_err(err, "tokenizer: max_len %d cannot hold <s> and </s>; it must be at least 2", max_len);
+/* Walks text as tokenizer_encode reads it (steps 1-2 in tokenizer.h): fn gets each piece of
+ * plain text (special = -1) and each special token written in the text (special = SP_*,
+ * s = NULL), in order, and returns true to stop the walk. -1 with err for invalid UTF-8. */
+typedef bool (*WalkFn)(void *ctx, const unsigned char *s, size_t n, int special);
+
+static int walk_text(const char *text, WalkFn fn, void *ctx, McmErr *err) {
   const unsigned char *s = (const unsigned char *)text;
   size_t nb = strlen(text);
   uint32_t *cp = MALLOC_CHECK((nb + 1) * sizeof(uint32_t));
@@ -537,24 +527,58 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int max_len, int32_t 
   }
   off[n] = nb;
 
-  const int32_t special_id[N_SPECIAL] = {t->sp.bos, t->sp.eos, t->sp.unk, t->sp.pad, t->sp.mask};
-  Work w = {.out = ids + 1, .out_cap = max_len - 2};
+  bool stop = false;
   int64_t start = 0; /* of the current stretch of plain text */
-  for (int64_t i = 0; w.n_out < w.out_cap; i++) {
+  for (int64_t i = 0; !stop; i++) {
     int64_t len = 0;
     int sp = -1;
     if (i < n && (sp = special_at(cp, n, i, &len)) < 0) continue;
     int64_t end = i;
     if (sp == SP_MASK) /* <mask> is lstrip: it eats the whitespace before it */
       while (end > start && ucd_is_py_space(cp[end - 1])) end--;
-    encode_stretch(t, &w, s, cp, off, start, end);
-    if (sp < 0) break; /* i == n: the text is done */
-    emit(&w, special_id[sp]);
+    for (int64_t j = start; j < end && !stop;) {
+      int64_t e = match_piece(cp + start, end - start, j - start) + start;
+      stop = fn(ctx, s + off[j], off[e] - off[j], -1);
+      j = e;
+    }
+    if (sp < 0 || stop) break; /* i == n: the text is done */
+    stop = fn(ctx, NULL, 0, sp);
     start = i + len;
     i = start - 1;
   }
   free(cp), free(off);
+  return 0;
+}
+
+typedef struct {
+  const Tokenizer *t;
+  Work *w;
+} EncodeCtx;
+
+static bool encode_piece(void *ctx, const unsigned char *s, size_t n, int special) {
+  EncodeCtx *c = ctx;
+  Work *w = c->w;
+  if (w->n_out >= w->out_cap) return true;
+  if (special >= 0) {
+    const TokenizerSpecials *sp = &c->t->sp;
+    const int32_t special_id[N_SPECIAL] = {sp->bos, sp->eos, sp->unk, sp->pad, sp->mask};
+    emit(w, special_id[special]);
+  } else {
+    MCM_CHECK(n < INT32_MAX, "tokenizer: a single word of %zu bytes", n);
+    bpe_piece(c->t, w, s, (int32_t)n);
+  }
+  return w->n_out >= w->out_cap;
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, int max_len, int32_t *ids, int32_t *mask,
+                     McmErr *err) {
+  if (!text) return mcm_err(err, "tokenizer: no text (NULL)");
+  if (max_len < 2)
+    return mcm_err(err, "tokenizer: max_len %d cannot hold <s> and </s>; it must be at least 2", max_len);
+  Work w = {.out = ids + 1, .out_cap = max_len - 2};
+  int rc = walk_text(text, encode_piece, &(EncodeCtx){t, &w}, err);
   free(w.sym), free(w.next), free(w.prev), free(w.heap), free(w.batch);
+  if (rc) return -1;
 
   int k = w.n_out;
   ids[0] = t->sp.bos;
@@ -564,3 +588,22 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int max_len, int32_t 
     for (int i = 0; i < max_len; i++) mask[i] = i < k + 2;
   return k + 2;
 }
+
+typedef struct {
+  void (*piece)(void *ctx, const char *s, size_t n);
+  void *ctx;
+} PretokCtx;
+
+static bool pretok_piece(void *ctx, const unsigned char *s, size_t n, int special) {
+  PretokCtx *c = ctx;
+  if (special < 0) c->piece(c->ctx, (const char *)s, n);
+  return false;
+}
+
+int tokenizer_pretokenize(const char *text, void (*piece)(void *ctx, const char *s, size_t n), void *ctx,
+                          McmErr *err) {
+  if (!text) return mcm_err(err, "tokenizer: no text (NULL)");
+  return walk_text(text, pretok_piece, &(PretokCtx){piece, ctx}, err);
+}
+
+uint32_t tokenizer_byte_char(int b) { return byte_char(b & 0xFF); }

@@ -59,6 +59,16 @@ int tokenizer_token_to_id(const Tokenizer *t, const char *token);
 /* The largest id in the vocabulary plus one (the text tower's embedding rows). */
 int tokenizer_vocab_size(const Tokenizer *t);
 
+/* Pre-tokenisation alone (steps 1-2 above), for building vocabularies (data/bpe_train.h):
+ * calls piece(ctx, s, n) with the UTF-8 bytes of each piece of plain text, in order; the
+ * special tokens written in the text are left out (with the whitespace <mask> eats). Returns
+ * 0, or -1 with err for a NULL text or text that is not valid UTF-8. */
+int tokenizer_pretokenize(const char *text, void (*piece)(void *ctx, const char *s, size_t n), void *ctx,
+                          McmErr *err);
+
+/* GPT-2's byte-to-unicode map (step 3): the code point that stands for byte b (0..255). */
+uint32_t tokenizer_byte_char(int b);
+
 /* The special tokens' ids: roberta-base has <s> 0, <pad> 1, </s> 2, <unk> 3, <mask> 50264. */
 typedef struct TokenizerSpecials {
   int32_t bos, pad, eos, unk, mask;
