@@ -13,7 +13,7 @@ extern char **environ;
 static const char USAGE[] =
     "usage: ./train CONFIG.ini [options]\n"
     "\n"
-    "Trains an mcm model as the configuration says ([train] mode: distill, teacher or vae).\n"
+    "Trains an mcm model as the configuration says ([train] mode: distill, teacher, vae or vocoder).\n"
     "A checkpoint directory that holds checkpoints is resumed from the newest one; SIGTERM or\n"
     "SIGINT writes a checkpoint and stops. On one node every visible GPU is used (one process\n"
     "each, started here); under mpirun or srun each process takes its rank from the launcher.\n"

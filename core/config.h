@@ -30,7 +30,7 @@ extern "C" {
 typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STRING, CFG_ENUM, CFG_INT_LIST, CFG_FLOAT_LIST } CfgType;
 
 #define CFG_MAX_LIST 8     /* elements in a list value */
-#define CFG_MAX_KEYS 128   /* rows in the schema */
+#define CFG_MAX_KEYS 256   /* rows in the schema */
 #define CFG_MAX_STRING 512 /* size of every CFG_STRING / CFG_ENUM field, NUL included */
 #define CFG_MAX_ORIGIN 64  /* size of an origin string */
 #define CFG_MAX_LINE 198   /* characters on one INI line (inih reads 200-byte lines with "\n\0") */
@@ -84,6 +84,19 @@ typedef struct Config {
     int64_t layers_per_block, norm_groups;
   } vae_train;
   struct {
+    char weights[CFG_MAX_STRING]; /* vocoder.h5 to fine-tune, "" = from scratch */
+    int64_t upsample_initial_channel;
+    CfgIntList upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes, resblock_dilations;
+    double mel_weight;
+  } vocoder_train;
+  struct {
+    bool joint;                      /* train a text tower with the teacher (demo scale) */
+    char tokenizer[CFG_MAX_STRING];  /* directory with vocab.json and merges.txt */
+    int64_t max_length;
+    int64_t vocab_size;              /* 0 = the tokenizer's */
+    int64_t hidden, layers, heads, intermediate, projection_dim;
+  } text;
+  struct {
     char audiomae[CFG_MAX_STRING], bridge[CFG_MAX_STRING];
     CfgIntList taps;
     double lr, beta1, beta2, weight_decay, r1_gamma;
@@ -123,6 +136,7 @@ typedef struct Config {
     int64_t hop_frames;
     double min_fraction, min_seconds, silence_threshold;
     int64_t shard_size, threads;
+    bool keep_audio;
   } prepare;
   /* Per schema row (same index as MCM_SCHEMA): "default", "file.ini:12", "--set", or ""
    * when the key has not been set at all (only possible for a required key). */

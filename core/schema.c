@@ -123,6 +123,35 @@ const CfgKey MCM_SCHEMA[] = {
     INT(vae_train, layers_per_block, "2", 1, 4, "train.mode = vae from scratch: resnets per encoder level (decoder: one more)"),
     INT(vae_train, norm_groups, "32", 1, 4096, "train.mode = vae from scratch: GroupNorm groups (divide every level's channels)"),
 
+    /* ------------------------------------------------------------------ [vocoder_train] */
+    STRING(vocoder_train, weights, "", NULL,
+           "train.mode = vocoder: a vocoder.h5 to fine-tune (its sizes win); empty = from scratch with the sizes below"),
+    INT(vocoder_train, upsample_initial_channel, "1024", 2, 65536,
+        "train.mode = vocoder from scratch: HiFi-GAN channels after conv_pre (halved at every stage)"),
+    INT_LIST(vocoder_train, upsample_rates, "5,4,2,2,2", 1, 64,
+             "train.mode = vocoder from scratch: upsampling factors; their product must be mel.hop"),
+    INT_LIST(vocoder_train, upsample_kernel_sizes, "16,16,8,4,4", 1, 256,
+             "train.mode = vocoder from scratch: transposed-conv kernels, one per rate (>= the rate)"),
+    INT_LIST(vocoder_train, resblock_kernel_sizes, "3,7,11", 1, 63,
+             "train.mode = vocoder from scratch: residual block kernels (odd), every stage"),
+    INT_LIST(vocoder_train, resblock_dilations, "1,3,5", 1, 64,
+             "train.mode = vocoder from scratch: dilations of every residual block (HiFi-GAN V1: 1,3,5)"),
+    FLOAT(vocoder_train, mel_weight, "45", 0, NOMAX,
+          "train.mode = vocoder: L = mel_weight |mel(wav^) - mel|_1 + the multi-resolution STFT loss"),
+
+    /* ------------------------------------------------------------------ [text] */
+    BOOL(text, joint, "false",
+         "train.mode = teacher: train a small RoBERTa-shaped text tower jointly with the UNet from the shards' "
+         "captions (the shards need no text_emb); exported to run.out_dir/text_encoder.h5 and tokenizer/"),
+    STRING(text, tokenizer, "", NULL, "text.joint: the tokenizer directory (vocab.json and merges.txt)"),
+    INT(text, max_length, "77", 2, 4096, "text.joint: tokens per caption, <s> and </s> included (longer ones are truncated)"),
+    INT(text, vocab_size, "0", 0, 1 << 24, "text.joint: the tower's word embedding rows; 0 = the tokenizer's vocabulary size"),
+    INT(text, hidden, "64", 1, 65536, "text.joint: the tower's width (divisible by text.heads)"),
+    INT(text, layers, "2", 1, 64, "text.joint: encoder layers"),
+    INT(text, heads, "2", 1, 256, "text.joint: attention heads"),
+    INT(text, intermediate, "256", 1, 1 << 20, "text.joint: feed-forward width"),
+    INT(text, projection_dim, "0", 0, 65536, "text.joint: the embedding size; 0 = unet.context_dim (which it must equal)"),
+
     /* ------------------------------------------------------------------ [adversarial] */
     STRING(adversarial, audiomae, "", NULL, "converted AudioMAE ViT-B encoder (frozen feature network)"),
     STRING(adversarial, bridge, "", NULL, "the fitted 64-bin mel -> 128-bin fbank bridge (tools/fit_bridge)"),
@@ -210,6 +239,8 @@ const CfgKey MCM_SCHEMA[] = {
           "a file or window whose peak |x| (before normalisation) is at most this is silent and skipped"),
     INT(prepare, shard_size, "512", 1, 1 << 24, "segments per shard file (the last shard may hold fewer)"),
     INT(prepare, threads, "0", 0, 256, "worker threads reading and transforming audio; 0 = one per CPU core"),
+    BOOL(prepare, keep_audio, "false",
+         "also store each segment's normalised waveform (segment_frames x hop samples) in the shards: train.mode = vocoder needs it"),
 };
 const int MCM_SCHEMA_N = (int)(sizeof MCM_SCHEMA / sizeof MCM_SCHEMA[0]);
 _Static_assert(sizeof MCM_SCHEMA / sizeof MCM_SCHEMA[0] <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
@@ -232,6 +263,15 @@ int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size) {
   const CfgIntList *mult = &cfg->unet.channel_mult, *att = &cfg->unet.attention_levels;
   fmt_list(mult, a, sizeof a);
   fmt_list(att, b, sizeof b);
+
+  /* The vocoder's discriminators (multi-period, multi-scale) do not exist yet: refuse at
+   * load, before any data is read. */
+  if (!strcmp(cfg->train.mode, "vocoder") && cfg->train.adversarial) {
+    mcm_snprintf(why, why_size,
+                 "train.adversarial = true is not implemented for train.mode = vocoder yet (hint: set "
+                 "train.adversarial = false: mel L1 plus multi-resolution STFT)");
+    return key_of("train", "adversarial");
+  }
 
   /* Attention sits on existing levels, each once, in increasing order. */
   for (int i = 0; i < att->n; i++) {

@@ -26,7 +26,7 @@ struct Loader {
   int64_t *first; /* (n_shards + 1): global id of each shard's row 0; first[n_shards] = N */
   int64_t N, S;
   ShardInfo info;
-  int lat[3], emb_dim;
+  int lat[3], emb_dim, audio_samples;
 
   /* Open shards, least recently used closed first (producer side only). */
   Shard **open;    /* (n_shards), NULL when closed */
@@ -230,6 +230,15 @@ static int check_shard(Loader *l, int i, const Shard *s, McmErr *err) {
       return mcm_err(err, "%s: text embeddings have %d values per row, but %s has %d", l->paths[i], d, l->paths[0],
                      l->emb_dim);
   }
+  if (l->fields & LOAD_AUDIO) {
+    int S = shard_audio_samples(s);
+    if (S == 0)
+      return mcm_err(err, "%s: the shard has no audio, and the loader was asked for it (hint: run ./prepare with "
+                     "[prepare] keep_audio = true)", l->paths[i]);
+    if (i == 0) l->audio_samples = S;
+    else if (S != l->audio_samples)
+      return mcm_err(err, "%s: audio rows of %d samples, but %s has %d", l->paths[i], S, l->paths[0], l->audio_samples);
+  }
   return 0;
 }
 
@@ -262,6 +271,8 @@ static void slot_alloc(Loader *l, Slot *sl) {
   if (l->fields & LOAD_LATENT)
     b->latent = CALLOC_CHECK(B * (size_t)l->lat[0] * (size_t)l->lat[1] * (size_t)l->lat[2], sizeof(float));
   if (l->fields & LOAD_TEXT_EMB) b->text_emb = CALLOC_CHECK(B * (size_t)l->emb_dim, sizeof(float));
+  if (l->fields & LOAD_AUDIO) b->audio = CALLOC_CHECK(B * (size_t)l->audio_samples, sizeof(float));
+  b->audio_samples = l->fields & LOAD_AUDIO ? l->audio_samples : 0;
   b->frames = l->info.frames;
   b->n_mels = l->info.n_mels;
   if (l->fields & LOAD_LATENT) memcpy(b->latent_dims, l->lat, sizeof l->lat);
@@ -283,6 +294,7 @@ static void slot_free(Slot *sl) {
   free(sl->b.captions);
   free(sl->b.latent);
   free(sl->b.text_emb);
+  free(sl->b.audio);
 }
 
 static int read_sample(Loader *l, Batch *b, int k, int64_t g, McmErr *err) {
@@ -296,6 +308,7 @@ static int read_sample(Loader *l, Batch *b, int k, int64_t g, McmErr *err) {
     return -1;
   if (b->latent && shard_read_latent(s, row, b->latent + (size_t)k * lat_row, err) < 0) return -1;
   if (b->text_emb && shard_read_text_emb(s, row, b->text_emb + (size_t)k * (size_t)l->emb_dim, err) < 0) return -1;
+  if (b->audio && shard_read_audio(s, row, b->audio + (size_t)k * (size_t)l->audio_samples, err) < 0) return -1;
   return 0;
 }
 
@@ -387,7 +400,7 @@ static int check_options(const LoaderOptions *o, McmErr *err) {
     return mcm_err(err, "loader: rank %d of world %d (need world >= 1 and 0 <= rank < world)", o->rank, o->world);
   if (o->prefetch < 0 || o->prefetch > LOADER_MAX_PREFETCH)
     return mcm_err(err, "loader: prefetch %d (must be 0 .. %d)", o->prefetch, LOADER_MAX_PREFETCH);
-  if (o->fields & ~(unsigned)(LOAD_MEL | LOAD_CAPTION | LOAD_LATENT | LOAD_TEXT_EMB))
+  if (o->fields & ~(unsigned)(LOAD_MEL | LOAD_CAPTION | LOAD_LATENT | LOAD_TEXT_EMB | LOAD_AUDIO))
     return mcm_err(err, "loader: unknown fields bits 0x%x", o->fields);
   return 0;
 }
@@ -521,6 +534,7 @@ int64_t loader_steps_per_epoch(const Loader *l) { return l->S; }
 ShardInfo loader_info(const Loader *l) { return l->info; }
 int loader_shard_count(const Loader *l) { return l->n_shards; }
 int loader_text_emb_dim(const Loader *l) { return l->fields & LOAD_TEXT_EMB ? l->emb_dim : 0; }
+int loader_audio_samples(const Loader *l) { return l->fields & LOAD_AUDIO ? l->audio_samples : 0; }
 
 bool loader_latent_dims(const Loader *l, int *C, int *T, int *F) {
   if (!(l->fields & LOAD_LATENT)) return false;
@@ -562,4 +576,8 @@ void loader_latent_to_tensor(Ctx *ctx, const Batch *b, Tensor *out) {
 
 void loader_text_emb_to_tensor(Ctx *ctx, const Batch *b, Tensor *out) {
   to_tensor(ctx, "text_emb", b->text_emb, b->n, 1, (int64_t[]){b->emb_dim}, out);
+}
+
+void loader_audio_to_tensor(Ctx *ctx, const Batch *b, Tensor *out) {
+  to_tensor(ctx, "audio", b->audio, b->n, 1, (int64_t[]){b->audio_samples}, out);
 }

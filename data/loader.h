@@ -61,6 +61,7 @@ enum {
   LOAD_CAPTION = 1u << 1,
   LOAD_LATENT = 1u << 2,   /* every shard must have latents of one shape */
   LOAD_TEXT_EMB = 1u << 3, /* every shard must have text embeddings of one size */
+  LOAD_AUDIO = 1u << 4,    /* every shard must have audio rows of one length (vocoder training) */
 };
 
 typedef struct LoaderOptions {
@@ -85,6 +86,8 @@ typedef struct Batch {
   int frames, n_mels;        /* one mel row: (frames, n_mels) */
   int latent_dims[3];        /* one latent row: (C, T, F), 0s without LOAD_LATENT */
   int emb_dim;               /* one text_emb row: (D), 0 without LOAD_TEXT_EMB */
+  float *audio;              /* (n, S) host, or NULL without LOAD_AUDIO */
+  int audio_samples;         /* S of one audio row, 0 without LOAD_AUDIO */
 } Batch;
 
 typedef struct LoaderPosition {
@@ -109,6 +112,7 @@ int64_t loader_steps_per_epoch(const Loader *l); /* S */
 ShardInfo loader_info(const Loader *l);
 bool loader_latent_dims(const Loader *l, int *C, int *T, int *F); /* with LOAD_LATENT */
 int loader_text_emb_dim(const Loader *l);                         /* with LOAD_TEXT_EMB, else 0 */
+int loader_audio_samples(const Loader *l);                        /* with LOAD_AUDIO, else 0 */
 int loader_shard_count(const Loader *l);
 /* Where global sample g lives: the shard's path, and its row there in *row. */
 const char *loader_sample_origin(const Loader *l, int64_t g, int64_t *row);
@@ -117,11 +121,13 @@ const char *loader_sample_origin(const Loader *l, int64_t g, int64_t *row);
 void loader_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm);
 
 /* Copies the batch into an existing tensor on any device (fp32 or bf16):
- * mel -> out (n, 1, frames, n_mels); latent -> out (n, C, T, F); text_emb -> out (n, D).
+ * mel -> out (n, 1, frames, n_mels); latent -> out (n, C, T, F); text_emb -> out (n, D);
+ * audio -> out (n, S).
  * A shape that does not match is a caller bug and exits. */
 void loader_batch_to_tensor(Ctx *ctx, const Batch *b, Tensor *out);
 void loader_latent_to_tensor(Ctx *ctx, const Batch *b, Tensor *out);
 void loader_text_emb_to_tensor(Ctx *ctx, const Batch *b, Tensor *out);
+void loader_audio_to_tensor(Ctx *ctx, const Batch *b, Tensor *out);
 
 #ifdef __cplusplus
 }

@@ -53,6 +53,7 @@ void prepare_options_from_config(const Config *cfg, PrepareOptions *o) {
   o->silence_threshold = (float)cfg->prepare.silence_threshold;
   o->shard_size = (int)cfg->prepare.shard_size;
   o->threads = (int)cfg->prepare.threads;
+  o->keep_audio = cfg->prepare.keep_audio;
   if (o->threads <= 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     o->threads = n > 0 ? (int)n : 1;
@@ -210,6 +211,7 @@ typedef struct FileResult {
   char detail[1024];
   int64_t n_seg;
   float *mel;      /* (n_seg, segment_frames, n_mels) */
+  float *audio;    /* (n_seg, W) the normalised windows the mels were made from, with keep_audio */
   int64_t *offset; /* (n_seg) */
   double seconds, segment_seconds;
   int64_t silent_windows;
@@ -280,6 +282,7 @@ static void process_file(const PrepareOptions *o, Worker *w, const ManifestEntry
   audio_normalize(a.samples, a.n);
   r->mel = MALLOC_CHECK((size_t)keep * (size_t)F * (size_t)M * sizeof(float));
   r->offset = MALLOC_CHECK((size_t)keep * sizeof *r->offset);
+  if (o->keep_audio) r->audio = MALLOC_CHECK((size_t)keep * (size_t)W * sizeof(float));
   for (int64_t k = 0; k < nw; k++) {
     if (silent[k]) {
       r->silent_windows++;
@@ -297,6 +300,7 @@ static void process_file(const PrepareOptions *o, Worker *w, const ManifestEntry
     for (int64_t i = lens[k]; i < W; i++) w->pad[i] = 0.0f;
     mel_compute(w->mel, w->pad, W, w->out);
     memcpy(r->mel + (size_t)r->n_seg * F * M, w->out, (size_t)F * M * sizeof(float)); /* first F frames */
+    if (r->audio) memcpy(r->audio + (size_t)r->n_seg * (size_t)W, w->pad, (size_t)W * sizeof(float));
     r->offset[r->n_seg++] = starts[k];
     r->segment_seconds += (double)lens[k] / rate;
   }
@@ -850,9 +854,11 @@ static int write_result(const PrepareOptions *o, const ManifestEntry *e, const F
       snprintf(path, sizeof path, "%s/shard_%05d.h5", o->out_dir, st->shards);
       *sw = shard_create(path, &info, err);
       if (!*sw) return -1;
+      if (o->keep_audio && shard_writer_keep_audio(*sw, (int)window_samples(o), err)) return -1;
     }
     McmErr why = {{0}};
-    if (shard_append(*sw, r->mel + (size_t)k * seg, e->caption, e->path, r->offset[k], &why)) {
+    const float *audio = r->audio ? r->audio + (size_t)k * (size_t)window_samples(o) : NULL;
+    if (shard_append_audio(*sw, r->mel + (size_t)k * seg, audio, e->caption, e->path, r->offset[k], &why)) {
       /* A refused row leaves the writer usable; a failed write does not, and commit says so. */
       tsv_field(report, e->path);
       fputs("\trefused by the shard writer\t", report);
@@ -957,6 +963,7 @@ static int mel_pass(const Manifest *m, const PrepareOptions *o, PrepareStats *st
       }
     }
     free(r.mel);
+    free(r.audio);
     free(r.offset);
     if (rc) break;
     double now = now_seconds();

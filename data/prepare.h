@@ -7,7 +7,9 @@
  *   mean removed, peak 0.5) -> per window: zero-pad to segment_frames x hop samples, then
  *   divide by the window's peak and scale by 0.5 (AudioLDM's second normalisation after
  *   pad_wav) -> mel_compute, keep the first segment_frames of its n/hop + 1 frames (as
- *   AudioLDM's _pad_spec crops 1025 to 1024).
+ *   AudioLDM's _pad_spec crops 1025 to 1024). With keep_audio the padded, normalised window
+ *   itself (segment_frames x hop samples) is stored beside the mel (shard.h's `audio`):
+ *   what a vocoder learns to produce from that mel.
  *
  * Crop policy (window = segment_frames x hop samples, W; the file has n samples):
  *   segments  windows start at 0, H, 2H, ... (H = hop_frames x hop). Every window that
@@ -87,6 +89,7 @@ typedef struct PrepareOptions {
   float silence_threshold;
   int shard_size;
   int threads;             /* >= 1 */
+  bool keep_audio;         /* also store each segment's waveform (the optional shard dataset `audio`) */
   const char *out_dir;
   bool overwrite;          /* replace shards left in out_dir by an earlier run */
   bool progress;           /* progress bar on stderr (the main sets it when stderr is a terminal) */

@@ -160,16 +160,19 @@ static void check_deflate(void) {
 /* ---------------------------------------------------------------- writer */
 
 struct ShardWriter {
-  hid_t file, mel, caption, source, offset, str;
+  hid_t file, mel, caption, source, offset, audio, str; /* audio -1 unless shard_writer_keep_audio */
   char *path, *tmp;
   ShardInfo info;
   int64_t n;
-  uint64_t fnv; /* FNV-1a of the mel rows so far */
+  int audio_samples;  /* S of one audio row, 0 without audio */
+  uint64_t fnv;       /* FNV-1a of the mel rows so far */
+  uint64_t audio_fnv; /* and of the audio rows */
   bool failed;  /* a write failed: only shard_abort is allowed */
 };
 
 static void writer_close(ShardWriter *w) {
   close_id(&w->mel);
+  close_id(&w->audio);
   close_id(&w->caption);
   close_id(&w->source);
   close_id(&w->offset);
@@ -232,6 +235,7 @@ ShardWriter *shard_create(const char *path, const ShardInfo *info, McmErr *err) 
   }
   ShardWriter *w = CALLOC_CHECK(1, sizeof *w);
   w->file = file;
+  w->audio = -1;
   w->str = vlen_utf8_type();
   w->path = dup_str(path);
   w->tmp = tmp;
@@ -254,9 +258,32 @@ ShardWriter *shard_create(const char *path, const ShardInfo *info, McmErr *err) 
   return w;
 }
 
+int shard_writer_keep_audio(ShardWriter *w, int samples, McmErr *err) {
+  MCM_CHECK(w, "shard_writer_keep_audio: NULL writer");
+  MCM_CHECK(w->n == 0 && w->audio < 0, "shard_writer_keep_audio: %s: call it once, before the first row", w->path);
+  if (samples <= 0) return mcm_err(err, "%s: audio rows of %d samples (must be positive)", w->path, samples);
+  hsize_t dims[2] = {0, (hsize_t)samples};
+  w->audio = make_dataset(w->file, "audio", H5T_IEEE_F32LE, 2, dims, 1, true);
+  if (w->audio < 0) {
+    w->failed = true;
+    return mcm_err(err, "%s: cannot create the audio dataset in %s: %s (hint: is the disk full?)", w->path, w->tmp,
+                   H5MSG());
+  }
+  w->audio_samples = samples;
+  w->audio_fnv = SHARD_FNV_BASIS;
+  return 0;
+}
+
 int shard_append(ShardWriter *w, const float *mel, const char *caption, const char *source, int64_t offset_samples,
                  McmErr *err) {
+  return shard_append_audio(w, mel, NULL, caption, source, offset_samples, err);
+}
+
+int shard_append_audio(ShardWriter *w, const float *mel, const float *audio, const char *caption, const char *source,
+                       int64_t offset_samples, McmErr *err) {
   MCM_CHECK(w && mel, "shard_append: NULL writer or mel");
+  MCM_CHECK(!audio == !w->audio_samples, "shard_append: %s: %s", w->path,
+            audio ? "audio given to a writer without shard_writer_keep_audio" : "this writer keeps audio: pass the row's audio");
   if (w->failed) return mcm_err(err, "%s: not appending: an earlier write to this shard failed", w->path);
   if (!caption) caption = "";
   if (!source) source = "";
@@ -275,14 +302,19 @@ int shard_append(ShardWriter *w, const float *mel, const char *caption, const ch
   if (offset_samples < 0)
     return mcm_err(err, "%s: row %lld (from %s) refused: negative offset %lld", w->path, (long long)w->n, source,
                    (long long)offset_samples);
+  if (audio && (bad = first_nonfinite(audio, w->audio_samples)) >= 0)
+    return mcm_err(err, "%s: row %lld (from %s) refused: audio sample %lld is not finite (%g)", w->path,
+                   (long long)w->n, source, (long long)bad, audio[bad]);
   if (append_row(w->mel, w->n, H5T_NATIVE_FLOAT, mel) < 0 || append_row(w->caption, w->n, w->str, &caption) < 0 ||
       append_row(w->source, w->n, w->str, &source) < 0 ||
-      append_row(w->offset, w->n, H5T_NATIVE_INT64, &offset_samples) < 0) {
+      append_row(w->offset, w->n, H5T_NATIVE_INT64, &offset_samples) < 0 ||
+      (audio && append_row(w->audio, w->n, H5T_NATIVE_FLOAT, audio) < 0)) {
     w->failed = true;
     return mcm_err(err, "%s: cannot write row %lld to %s: %s (hint: is the disk full?)", w->path, (long long)w->n,
                    w->tmp, H5MSG());
   }
   w->fnv = shard_fnv1a64(w->fnv, mel, (size_t)n * sizeof(float));
+  if (audio) w->audio_fnv = shard_fnv1a64(w->audio_fnv, audio, (size_t)w->audio_samples * sizeof(float));
   w->n++;
   return 0;
 }
@@ -295,10 +327,12 @@ int shard_commit(ShardWriter *w, McmErr *err) {
   if (w->failed) {
     rc = mcm_err(err, "%s: not written: an earlier write to it failed", w->path);
   } else if (put_i64(w->file, "count", w->n) < 0 || put_u64(w->file, "mel_fnv1a64", w->fnv) < 0 ||
+             (w->audio >= 0 && put_u64(w->file, "audio_fnv1a64", w->audio_fnv) < 0) ||
              H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0) {
     rc = mcm_err(err, "%s: cannot finish %s: %s (hint: is the disk full?)", w->path, w->tmp, H5MSG());
   } else {
     close_id(&w->mel);
+    close_id(&w->audio);
     close_id(&w->caption);
     close_id(&w->source);
     close_id(&w->offset);
@@ -325,13 +359,14 @@ void shard_abort(ShardWriter *w) {
 /* ---------------------------------------------------------------- reader: structure */
 
 struct Shard {
-  hid_t file, mel, caption, source, offset, latent, text_emb;
+  hid_t file, mel, caption, source, offset, latent, text_emb, audio;
   hid_t caption_t, source_t; /* memory types: vlen strings in each dataset's character set */
   char *path;
   ShardInfo info;
   int64_t count;
   int lat[3]; /* C, T, F when latent exists */
   int emb_dim;
+  int audio_samples; /* when audio exists */
 };
 
 void shard_close(Shard *s) {
@@ -342,6 +377,7 @@ void shard_close(Shard *s) {
   close_id(&s->offset);
   close_id(&s->latent);
   close_id(&s->text_emb);
+  close_id(&s->audio);
   if (s->file >= 0) H5Fclose(s->file);
   if (s->caption_t >= 0) H5_CHECK(H5Tclose(s->caption_t));
   if (s->source_t >= 0) H5_CHECK(H5Tclose(s->source_t));
@@ -516,6 +552,12 @@ static int check_structure(Shard *s, McmErr *err) {
     if ((s->text_emb = open_checked(s, "text_emb", KIND_F32, 2, any, got, err)) < 0) return -1;
     s->emb_dim = (int)got[1];
   }
+  if (H5Lexists(s->file, "audio", H5P_DEFAULT) > 0) {
+    if ((s->audio = open_checked(s, "audio", KIND_F32, 2, any, got, err)) < 0) return -1;
+    if (got[1] <= 0 || got[1] > INT_MAX)
+      return mcm_err(err, "%s: not a valid shard: audio rows of %lld samples", s->path, (long long)got[1]);
+    s->audio_samples = (int)got[1];
+  }
   return 0;
 }
 
@@ -625,7 +667,7 @@ Shard *shard_open_flags(const char *path, unsigned flags, McmErr *err) {
   }
   Shard *s = CALLOC_CHECK(1, sizeof *s);
   s->file = file;
-  s->mel = s->caption = s->source = s->offset = s->latent = s->text_emb = -1;
+  s->mel = s->caption = s->source = s->offset = s->latent = s->text_emb = s->audio = -1;
   s->caption_t = s->source_t = -1;
   s->path = dup_str(path);
   int rc = check_structure(s, err);
@@ -633,6 +675,7 @@ Shard *shard_open_flags(const char *path, unsigned flags, McmErr *err) {
     rc = verify_dataset(s, s->mel, "mel", "mel_fnv1a64", err);
     if (rc == 0 && s->latent >= 0) rc = verify_dataset(s, s->latent, "latent", "latent_fnv1a64", err);
     if (rc == 0 && s->text_emb >= 0) rc = verify_dataset(s, s->text_emb, "text_emb", "text_emb_fnv1a64", err);
+    if (rc == 0 && s->audio >= 0) rc = verify_dataset(s, s->audio, "audio", "audio_fnv1a64", err);
   }
   if (rc != 0) {
     shard_close(s);
@@ -656,6 +699,7 @@ bool shard_latent_dims(const Shard *s, int *C, int *T, int *F) {
 }
 
 int shard_text_emb_dim(const Shard *s) { return s->text_emb >= 0 ? s->emb_dim : 0; }
+int shard_audio_samples(const Shard *s) { return s->audio >= 0 ? s->audio_samples : 0; }
 
 #define CHECK_ROW(s, i) \
   MCM_CHECK((i) >= 0 && (i) < (s)->count, "%s: row %lld out of range [0, %lld)", (s)->path, (long long)(i), \
@@ -695,6 +739,13 @@ int shard_read_text_emb(Shard *s, int64_t i, float *emb, McmErr *err) {
   if (s->text_emb < 0)
     return mcm_err(err, "%s: the shard has no text embeddings (hint: run ./prepare with the CLAP weights)", s->path);
   return read_rows(s, s->text_emb, "text_emb", i, 1, emb, err);
+}
+
+int shard_read_audio(Shard *s, int64_t i, float *audio, McmErr *err) {
+  CHECK_ROW(s, i);
+  if (s->audio < 0)
+    return mcm_err(err, "%s: the shard has no audio (hint: run ./prepare with [prepare] keep_audio = true)", s->path);
+  return read_rows(s, s->audio, "audio", i, 1, audio, err);
 }
 
 /* ---------------------------------------------------------------- adding datasets */

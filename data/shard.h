@@ -11,9 +11,13 @@
  *            refuses filters on variable-length types, so strings carry no checksum.
  *   latent   optional (N, C, T, F) float32, one row per chunk, shuffle + deflate + Fletcher32
  *   text_emb optional (N, D) float32, same filters; both added later by shard_add_*().
+ *   audio    optional (N, S) float32, same filters: the waveform segment the row's mel was
+ *            computed from (S = frames·hop samples at `rate`, as ./prepare normalised it),
+ *            written with the rows when the writer keeps audio (shard_writer_keep_audio;
+ *            ./prepare's [prepare] keep_audio), for vocoder training.
  * Root attributes: format = "mcm-shard" (string), version = 1, frames, n_mels, rate, hop,
  * count = N (int64 scalars), mel_fnv1a64 (uint64 scalar), and latent_fnv1a64 /
- * text_emb_fnv1a64 when those datasets exist.
+ * text_emb_fnv1a64 / audio_fnv1a64 when those datasets exist.
  *
  * Checksums: FNV-1a 64-bit (offset basis 0xcbf29ce484222325, prime 0x100000001b3) over the
  * little-endian fp32 bytes of the whole dataset in row-major order. Fletcher32 catches a
@@ -67,6 +71,15 @@ ShardWriter *shard_create(const char *path, const ShardInfo *info, McmErr *err);
 int shard_append(ShardWriter *w, const float *mel, const char *caption, const char *source,
                  int64_t offset_samples, McmErr *err);
 
+/* Makes the writer keep an audio row of `samples` samples with every mel row (the optional
+ * `audio` dataset). Call it once, before the first row. */
+int shard_writer_keep_audio(ShardWriter *w, int samples, McmErr *err);
+/* shard_append with the row's audio (samples as given to shard_writer_keep_audio; finite).
+ * A writer that keeps audio takes rows only through this one, and one that does not only
+ * with audio NULL (shard_append): a mix is a caller bug and exits. */
+int shard_append_audio(ShardWriter *w, const float *mel, const float *audio, const char *caption, const char *source,
+                       int64_t offset_samples, McmErr *err);
+
 /* Rows appended so far. */
 int64_t shard_writer_count(const ShardWriter *w);
 
@@ -110,6 +123,7 @@ const char *shard_path(const Shard *s);
 /* Optional datasets: false / 0 when the shard has none. */
 bool shard_latent_dims(const Shard *s, int *C, int *T, int *F);
 int shard_text_emb_dim(const Shard *s);
+int shard_audio_samples(const Shard *s); /* S of the audio rows, 0 without audio */
 
 /* Row i (0 <= i < count; outside is a caller bug and exits). mel: (frames, n_mels) or NULL;
  * *caption is malloc'd (free it) when caption is not NULL. Errors: damaged data. */
@@ -118,6 +132,7 @@ int shard_read(Shard *s, int64_t i, float *mel, char **caption, McmErr *err);
 int shard_read_meta(Shard *s, int64_t i, char **source, int64_t *offset, McmErr *err);
 int shard_read_latent(Shard *s, int64_t i, float *latent /* (C, T, F) */, McmErr *err);
 int shard_read_text_emb(Shard *s, int64_t i, float *emb /* (D) */, McmErr *err);
+int shard_read_audio(Shard *s, int64_t i, float *audio /* (S) */, McmErr *err);
 
 #ifdef __cplusplus
 }

@@ -22,7 +22,9 @@
 #include "diffusion/adversarial.h"
 #include "diffusion/objectives.h"
 #include "diffusion/pipeline.h"
+#include "diffusion/text_joint.h"
 #include "diffusion/train_vae.h"
+#include "diffusion/train_vocoder.h"
 #include "data/audio.h"
 #include "data/melpng.h"
 #include "kernels/comm.h"
@@ -48,6 +50,8 @@ struct Trainer {
   Vae *vae;                       /* frozen decoder for the fake mel (adversarial), else NULL */
   Adversarial *adv;
   VaeTrain *vt;                   /* train.mode = vae: the VAE in ps_student / ps_ema, else NULL */
+  TextJoint *tj;                  /* [text] joint (teacher mode): the tower trained with the UNet, else NULL */
+  VocoderTrain *vo;               /* train.mode = vocoder: HiFi-GAN in ps_student / ps_ema, else NULL */
   Pipeline *pipe;                 /* rank 0 with sample.every > 0: training samples */
   char **prompts;
   int n_prompts;
@@ -241,11 +245,13 @@ static int read_encoders(Trainer *t, McmErr *err) {
                    e.msg);
   int rc = 0;
   t->uncond = MALLOC_CHECK((size_t)t->D * sizeof(float));
-  if (!tf_has(tf, "vae_scaling_factor") || !tf_has(tf, "uncond_text_emb"))
+  /* text.joint: the unconditional embedding is the tower's embedding of "" */
+  const bool need_uncond = !t->tj;
+  if (!tf_has(tf, "vae_scaling_factor") || (need_uncond && !tf_has(tf, "uncond_text_emb")))
     rc = mcm_err(err, "%s lacks %s (hint: run ./prepare --add-latents again: it did not finish)", path,
                  tf_has(tf, "vae_scaling_factor") ? "uncond_text_emb" : "vae_scaling_factor");
   else if (tf_read(tf, "vae_scaling_factor", 0, NULL, &t->scale, &e) ||
-           tf_read(tf, "uncond_text_emb", 1, (int64_t[]){t->D}, t->uncond, &e))
+           (need_uncond && tf_read(tf, "uncond_text_emb", 1, (int64_t[]){t->D}, t->uncond, &e)))
     rc = mcm_err(err, "%s (the shards' text embeddings have %d values)", e.msg, t->D);
   else if (!(t->scale > 0) || !isfinite(t->scale))
     rc = mcm_err(err, "%s: vae_scaling_factor = %g is not a positive number", path, t->scale);
@@ -276,7 +282,7 @@ static int check_data(Trainer *t, McmErr *err) {
                    "(2 x unet.in_channels, unet.latent_frames, unet.latent_bins)",
                    sh, C2, H, W, 2 * t->C, t->H, t->W);
   int D = loader_text_emb_dim(t->loader);
-  if (D != t->D)
+  if (!t->tj && D != t->D)
     return mcm_err(err, "%s: the shards' text embeddings have %d values, unet.context_dim = %d", sh, D, t->D);
   return 0;
 }
@@ -370,12 +376,15 @@ int trainer_save(Trainer *t, McmErr *err) {
   if (!rc) rc = params_save(t->ctx, &t->ps_ema, tf, "ema/", DT_F32, err);
   if (!rc) rc = checkpoint_save_adamw(t->ctx, tf, "opt_student", t->opt, err);
   if (!rc && t->adv) rc = adv_save(t->ctx, t->adv, tf, err);
+  if (!rc && t->tj) rc = text_joint_save(t->ctx, t->tj, tf, err);
   if (rc) {
     tf_abort(tf);
     return -1;
   }
   if (tf_commit(tf, err)) return -1;
   if (t->vt && vae_train_export(t->ctx, t->vt, err)) return -1;
+  if (t->vo && vocoder_train_export(t->ctx, t->vo, err)) return -1;
+  if (t->tj && text_joint_export(t->ctx, t->tj, t->cfg.run.out_dir, err)) return -1;
   /* Keep the newest checkpoint.keep. */
   int n;
   int64_t *steps = list_checkpoints(t->cfg.checkpoint.dir, &n);
@@ -413,7 +422,7 @@ static int trainer_load(Trainer *t, const char *path, McmErr *err) {
       get_i64(tf, "loader_seed", &seed, &e) || params_load(t->ctx, &t->ps_student, tf, "student/", true, &e) ||
       params_load(t->ctx, &t->ps_ema, tf, "ema/", true, &e) ||
       checkpoint_load_adamw(t->ctx, tf, "opt_student", t->opt, &e) || checkpoint_load_rng(tf, t->ctx, &e) ||
-      (t->adv && adv_load(t->ctx, t->adv, tf, &e)))
+      (t->adv && adv_load(t->ctx, t->adv, tf, &e)) || (t->tj && text_joint_load(t->ctx, t->tj, tf, &e)))
     rc = mcm_err(err, "resume from %s: %s", path, e.msg);
   tf_close(tf);
   if (rc) return -1;
@@ -462,6 +471,15 @@ static int open_pipeline(Trainer *t, McmErr *err) {
   if (!same)
     return mcm_err(err, "sample.bundle = %s: its UNet is not the network of [unet] (hint: a bundle made for this model)",
                    c->sample.bundle);
+  if (t->tj) { /* the samples read the jointly trained tower's EMA through the bundle's text encoder */
+    const ParamSet *x = &t->pipe->ps_text, *y = &t->tj->ps_ema;
+    same = x->n == y->n;
+    for (int i = 0; same && i < x->n; i++)
+      same = !strcmp(x->p[i]->name, y->p[i]->name) && tensor_same_shape(x->p[i], y->p[i]);
+    if (!same)
+      return mcm_err(err, "sample.bundle = %s: its text encoder is not the tower of [text] (hint: a bundle made with "
+                          "this run's text_encoder.h5 and tokenizer/)", c->sample.bundle);
+  }
   PipelineRequest r = pipeline_request_default(po.sampler);
   r.steps = (int)c->sample.steps;
   if (c->sample.seconds > 0) r.seconds = c->sample.seconds;
@@ -485,6 +503,7 @@ static int write_samples(Trainer *t, McmErr *err) {
   const uint64_t seed = ctx->seed, offset = ctx->rng_offset;
   bool was = ctx_set_grad(ctx, false);
   ema_copy(ctx, t->pipe->ps_unet.p, t->ps_ema.p, t->ps_ema.n);
+  if (t->tj) ema_copy(ctx, t->pipe->ps_text.p, t->tj->ps_ema.p, t->tj->ps_ema.n);
   PipelineRequest r = pipeline_request_default(t->pipe->sampler);
   r.steps = (int)c->sample.steps;
   r.seconds = c->sample.seconds > 0 ? c->sample.seconds : (double)t->H * t->pipe->f * t->pipe->hop / t->pipe->rate;
@@ -517,6 +536,8 @@ static void trainer_free(Trainer *t) {
   params_free(&t->ps_student), params_free(&t->ps_ema), params_free(&t->ps_teacher), params_free(&t->ps_vae);
   adv_destroy(t->adv);
   vae_train_destroy(t->vt);
+  vocoder_train_destroy(t->vo);
+  text_joint_destroy(t->tj);
   pipeline_close(t->pipe);
   for (int i = 0; i < t->n_prompts; i++) free(t->prompts[i]);
   free(t->prompts);
@@ -536,12 +557,14 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
   TrainResume resume = o ? o->resume : TRAIN_RESUME_AUTO;
 
   /* Mode and options that are not available. */
-  if (strcmp(c->train.mode, "distill") && strcmp(c->train.mode, "teacher") && strcmp(c->train.mode, "vae")) {
-    mcm_err(err, "train.mode = %s is not implemented: ./train trains the UNet (distill or teacher) or the VAE (vae)",
+  if (strcmp(c->train.mode, "distill") && strcmp(c->train.mode, "teacher") && strcmp(c->train.mode, "vae") &&
+      strcmp(c->train.mode, "vocoder")) {
+    mcm_err(err, "train.mode = %s is not implemented: ./train trains the UNet (distill or teacher) or the VAE (vae) or the vocoder (vocoder)",
             c->train.mode);
     goto fail;
   }
   const bool vae_mode = !strcmp(c->train.mode, "vae");
+  const bool vocoder_mode = !strcmp(c->train.mode, "vocoder");
   t->distill = !strcmp(c->train.mode, "distill");
   t->adversarial = t->distill && c->train.adversarial;
   if (t->adversarial && !c->vae.weights[0]) {
@@ -594,6 +617,8 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
     goto fail;
   }
 
+  if (c->text.joint && !(t->tj = text_joint_create(ctx, c, err))) goto fail;
+
   /* Data. */
   LoaderOptions lo = {.shard_glob_or_dir = c->data.train_shards,
                       .batch_size = t->B,
@@ -602,7 +627,7 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
                       .world = t->world,
                       .drop_last = true,
                       .prefetch = c->data.num_workers > 0 ? 2 : 0,
-                      .fields = vae_mode ? LOAD_MEL : LOAD_LATENT | LOAD_TEXT_EMB | (t->adversarial ? LOAD_MEL : 0u),
+                      .fields = vocoder_mode ? LOAD_MEL | LOAD_AUDIO : vae_mode ? LOAD_MEL : LOAD_LATENT | (t->tj ? LOAD_CAPTION : LOAD_TEXT_EMB) | (t->adversarial ? LOAD_MEL : 0u),
                       .skip_checksum = false};
   t->loader = loader_create(&lo, &e);
   if (!t->loader) {
@@ -614,6 +639,12 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
      * only ps_student / ps_ema. */
     t->vt = vae_train_create(ctx, c, loader_info(t->loader), &t->ps_student, &t->ps_ema, err);
     if (!t->vt) goto fail;
+    goto optimizer;
+  }
+  if (vocoder_mode) {
+    t->vo = vocoder_train_create(ctx, c, loader_info(t->loader), loader_audio_samples(t->loader), &t->ps_student,
+                                 &t->ps_ema, err);
+    if (!t->vo) goto fail;
     goto optimizer;
   }
   if (check_data(t, err) || read_encoders(t, err)) goto fail;
@@ -650,17 +681,23 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
     adv_set_grad_hook(t->adv, heads_grad_hook, t);
   }
 
-optimizer:
-  t->opt = adamw_create(ctx, t->ps_student.p, t->ps_student.n,
+optimizer:;
+  /* One AdamW: the UNet's parameters, then the jointly trained text tower's (if any). */
+  const int n_text = t->tj ? t->tj->ps.n : 0, n_opt = t->ps_student.n + n_text;
+  Tensor **opt_p = ctx_alloc_host(ctx, (size_t)n_opt * sizeof *opt_p);
+  memcpy(opt_p, t->ps_student.p, (size_t)t->ps_student.n * sizeof *opt_p);
+  if (n_text) memcpy(opt_p + t->ps_student.n, t->tj->ps.p, (size_t)n_text * sizeof *opt_p);
+  t->opt = adamw_create(ctx, opt_p, n_opt,
                         (AdamWHyper){(float)c->train.lr, (float)c->train.beta1, (float)c->train.beta2,
                                      (float)c->train.adam_eps, (float)c->train.weight_decay});
   t->ema_p = MALLOC_CHECK((size_t)t->opt->n * sizeof(Tensor *));
   t->ema_w = MALLOC_CHECK((size_t)t->opt->n * sizeof(Tensor *));
+  MCM_CHECK(t->opt->n == t->ps_ema.n + n_text, "trainer: %d optimised parameters, %d EMA", t->opt->n, t->ps_ema.n + n_text);
   for (int i = 0; i < t->opt->n; i++) {
-    t->ema_p[i] = t->ps_ema.p[i]; /* same creation order, every parameter trainable */
+    /* same creation order, every parameter trainable */
+    t->ema_p[i] = i < t->ps_ema.n ? t->ps_ema.p[i] : t->tj->ps_ema.p[i - t->ps_ema.n];
     t->ema_w[i] = adamw_weights(t->opt, i);
   }
-  MCM_CHECK(t->opt->n == t->ps_ema.n, "trainer: %d optimised parameters, %d EMA", t->opt->n, t->ps_ema.n);
 
   if (have_ckpt) {
     if (trainer_load(t, ckpt, err)) goto fail;
@@ -670,6 +707,8 @@ optimizer:
      * on a GPU with another seed; cheap insurance). */
     comm_broadcast(ctx, t->comm, t->ps_student.p, t->ps_student.n, 0);
     comm_broadcast(ctx, t->comm, t->ps_ema.p, t->ps_ema.n, 0);
+    if (t->tj) comm_broadcast(ctx, t->comm, t->tj->ps.p, t->tj->ps.n, 0);
+    if (t->tj) comm_broadcast(ctx, t->comm, t->tj->ps_ema.p, t->tj->ps_ema.n, 0);
   }
   if (c->sample.every > 0 && t->rank == 0 && open_pipeline(t, err)) goto fail;
   if (t->rank == 0) {
@@ -753,6 +792,12 @@ int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
     distill_h = vl.recon, g_h = vl.kl;
     goto update;
   }
+  if (t->vo) {
+    VocoderLoss vl = vocoder_train_loss(ctx, t->vo, b);
+    loss = vl.loss;
+    distill_h = vl.mel, g_h = vl.stft;
+    goto update;
+  }
   /* x0 = sampled latent · scale. */
   Tensor *mom = tensor_new(ctx, DT_F32, SHAPE(B, 2 * C, H, W));
   loader_latent_to_tensor(ctx, b, mom);
@@ -793,17 +838,25 @@ int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
     const int T = t->sched.cfg.T;
     for (int i = 0; i < B; i++) tt[i] = (int)fminf(u[i] * (float)T, (float)(T - 1));
     Tensor *noise = normal_rows(t, C, H, W);
-    float *emb = ctx_alloc_host(ctx, (size_t)B * D * sizeof *emb);
-    memcpy(emb, b->text_emb, (size_t)B * D * sizeof *emb);
-    for (int i = 0; i < B; i++)
-      if (u[B + i] < (float)c->train.cond_dropout) memcpy(emb + (size_t)i * D, t->uncond, (size_t)D * sizeof *emb);
-    tensor_from_host_f32(ctx, cond, emb);
+    if (t->tj) {
+      /* text.joint: the tower embeds the captions in grad mode; a dropped row reads "" */
+      bool *drop = ctx_alloc_host(ctx, (size_t)B * sizeof *drop);
+      for (int i = 0; i < B; i++) drop[i] = u[B + i] < (float)c->train.cond_dropout;
+      if (!(cond = text_joint_embed(ctx, t->tj, b->captions, drop, B, &e)))
+        return mcm_err(err, "the batch's captions: %s", e.msg);
+    } else {
+      float *emb = ctx_alloc_host(ctx, (size_t)B * D * sizeof *emb);
+      memcpy(emb, b->text_emb, (size_t)B * D * sizeof *emb);
+      for (int i = 0; i < B; i++)
+        if (u[B + i] < (float)c->train.cond_dropout) memcpy(emb + (size_t)i * D, t->uncond, (size_t)D * sizeof *emb);
+      tensor_from_host_f32(ctx, cond, emb);
+    }
     loss = teacher_objective(ctx, t->student, &t->sched, x0, noise, tt, cond);
   }
 update:;
   float loss_h;
   tensor_to_host_f32(ctx, loss, &loss_h);
-  if (!t->adversarial && !t->vt) distill_h = loss_h;
+  if (!t->adversarial && !t->vt && !t->vo) distill_h = loss_h;
   backward(ctx, loss);
   /* The heads' step on the same fake, detached (skipped with the student's when the
    * generator side is not finite: a NaN fake would poison the heads too). */
@@ -840,7 +893,7 @@ update:;
   } else {
     t->nan_streak = 0;
     adamw_step(ctx, t->opt, (float)st->lr);
-    if (t->vt && c->vae_train.ema_decay == 0) ema_copy(ctx, t->ema_p, t->ema_w, t->opt->n); /* no EMA: export the weights */
+    if ((t->vt && c->vae_train.ema_decay == 0) || t->vo) ema_copy(ctx, t->ema_p, t->ema_w, t->opt->n); /* no EMA: export the weights */
     else ema_update(ctx, t->ema_p, t->ema_w, t->opt->n,
                     (float)(t->vt ? c->vae_train.ema_decay : t->distill ? c->train.ema_decay : c->train.teacher_ema_decay));
   }

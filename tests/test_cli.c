@@ -43,7 +43,7 @@ TEST(cli_train_check_prints_resolved_config) {
 }
 
 TEST(cli_train_unimplemented_mode_fails_honestly) {
-  EXPECT(run("./train configs/tiny.ini --device cpu --set train.mode=vocoder", out, sizeof out) == 2, "exit 2: %s", out);
+  EXPECT(run("./train configs/tiny.ini --device cpu --set train.mode=vocoder --set train.adversarial=true", out, sizeof out) == 2, "exit 2: %s", out);
   EXPECT_STR_CONTAINS(out, "not implemented");
 }
 

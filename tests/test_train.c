@@ -406,7 +406,7 @@ TEST(train_bad_inputs_fail_before_work) {
   snprintf(p, sizeof p, "checkpoint.dir=%s/afile", dir);
   expect_create_error(dir, "x", (const char *[]){p}, 1, "checkpoint.dir");
   /* modes */
-  expect_create_error(dir, "x", (const char *[]){"train.mode=vocoder"}, 1, "not implemented");
+  expect_create_error(dir, "x", (const char *[]){"train.mode=vocoder", "train.adversarial=true"}, 2, "not implemented");
   expect_create_error(dir, "x", (const char *[]){"sample.every=10"}, 1, "sample.bundle");
   expect_create_error(dir, "x", (const char *[]){"teacher.weights="}, 1, "teacher.weights is required");
 }
