@@ -232,7 +232,27 @@ TEST(config_full_file_sets_every_key) {
              "latent_channels = 4\n"
              "block_out_channels = 32,64\n"
              "layers_per_block = 1\n"
-             "norm_groups = 16\n");
+             "norm_groups = 16\n"
+             "[prepare]\n"
+             "keep_audio = yes\n"
+             "[vocoder_train]\n"
+             "weights = voc.h5\n"
+             "upsample_initial_channel = 64\n"
+             "upsample_rates = 4,4\n"
+             "upsample_kernel_sizes = 8,8\n"
+             "resblock_kernel_sizes = 3,5\n"
+             "resblock_dilations = 1,2\n"
+             "mel_weight = 30\n"
+             "[text]\n"
+             "joint = true\n"
+             "tokenizer = tok\n"
+             "max_length = 32\n"
+             "vocab_size = 100\n"
+             "hidden = 32\n"
+             "layers = 1\n"
+             "heads = 2\n"
+             "intermediate = 64\n"
+             "projection_dim = 16\n");
   Config cfg;
   McmErr err = {{0}};
   config_defaults(&cfg);
