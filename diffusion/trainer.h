@@ -1,6 +1,9 @@
-/* The trainer: [train] mode = distill (MusicCM's latent consistency distillation) or teacher
- * (MusicLDM's ε-prediction objective), from a resolved Config, on one process or one rank of
- * a data-parallel run (kernels/comm.h).
+/* The trainer: [train] mode = distill (MusicCM's latent consistency distillation), teacher
+ * (MusicLDM's ε-prediction objective; with [text] joint a small text tower trains with it:
+ * diffusion/text_joint.h, checkpoint groups text/ and text_ema/), vae (diffusion/train_vae.h)
+ * or vocoder (diffusion/train_vocoder.h), from a resolved Config, on one process or one rank
+ * of a data-parallel run (kernels/comm.h). The sections below describe distill and teacher;
+ * the other modes swap the network and objective and reuse the rest.
  *
  * Set-up (trainer_create) checks everything a user can get wrong before any long work: the
  * mode and its options, the run and checkpoint directories (created, must be writable),
