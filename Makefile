@@ -154,7 +154,7 @@ BENCH_CPU := $(BUILD)/tools/bench_cpu
 WORKBENCH_CU := $(wildcard tools/workbench/*.cu)
 WORKBENCH_BIN := $(WORKBENCH_CU:tools/workbench/%.cu=$(BUILD)/workbench/%)
 
-.PHONY: all test test-gpu bench bench-cpu workbench demo-data deps clean FORCE
+.PHONY: all test test-gpu bench bench-cpu workbench demo-data demo deps clean FORCE
 all: $(BINS) $(TOOLS_BIN)
 
 $(BUILD)/%.o: %.c
@@ -232,6 +232,13 @@ endif
 DEMO_CLIPS ?= 200
 demo-data: $(BUILD)/tools/make_demo_dataset
 	./$(BUILD)/tools/make_demo_dataset --out data/demo --clips $(DEMO_CLIPS) --seconds 10.24 --seed 0
+
+# The whole demo chain from nothing (tools/demo.sh): dataset, shards, VAE, vocoder, teacher,
+# student, bundle (checkpoints/demo), samples and the evaluation report. Resumable.
+# DEMO_SCALE=tiny: a few steps per stage into DEMO_WORK (tests/test_demo_chain.c runs it).
+DEMO_SCALE ?= full
+demo: all
+	DEMO_SCALE=$(DEMO_SCALE) BUILD=$(BUILD) MCM_BIN_DIR=$(CURDIR) tools/demo.sh
 
 deps:
 	tools/install-deps.sh

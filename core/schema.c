@@ -153,7 +153,8 @@ const CfgKey MCM_SCHEMA[] = {
     INT(text, projection_dim, "0", 0, 65536, "text.joint: the embedding size; 0 = unet.context_dim (which it must equal)"),
 
     /* ------------------------------------------------------------------ [adversarial] */
-    STRING(adversarial, audiomae, "", NULL, "converted AudioMAE ViT-B encoder (frozen feature network)"),
+    STRING(adversarial, audiomae, "", NULL,
+           "converted AudioMAE ViT-B encoder (frozen feature network), or random: mae_* sizes, fixed-seed weights"),
     STRING(adversarial, bridge, "", NULL, "the fitted 64-bin mel -> 128-bin fbank bridge (tools/fit_bridge)"),
     INT_LIST(adversarial, taps, "-1,2,5,8,11", -1, 63,
              "AudioMAE layers feeding a head: -1 = tokens after patch + position, i = output of block i (0-based)"),

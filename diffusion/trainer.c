@@ -179,15 +179,19 @@ static int open_adversarial(Trainer *t, McmErr *err) {
   const Config *c = &t->cfg;
   if (!c->adversarial.audiomae[0])
     return mcm_err(err, "adversarial.audiomae is required with train.adversarial = true (the converted AudioMAE "
-                        "ViT-B: tools/convert_audiomae.py)");
-  if (access(c->adversarial.audiomae, R_OK))
+                        "ViT-B: tools/convert_audiomae.py, or random)");
+  /* adversarial.audiomae = random: a frozen feature network of the [adversarial] mae_* sizes
+   * with random weights (projected-GAN discriminators work on random features), drawn from a
+   * fixed stream of run.seed so that every rank and every resume has the same one. */
+  const bool random_mae = !strcmp(c->adversarial.audiomae, "random");
+  if (!random_mae && access(c->adversarial.audiomae, R_OK))
     return mcm_err(err, "adversarial.audiomae = %s: %s", c->adversarial.audiomae, strerror(errno));
   if (!c->adversarial.bridge[0])
     return mcm_err(err, "adversarial.bridge is required with train.adversarial = true (fit it once with tools/fit_bridge)");
   if (access(c->adversarial.bridge, R_OK))
     return mcm_err(err, "adversarial.bridge = %s: %s", c->adversarial.bridge, strerror(errno));
   AdvConfig ac = adv_config_default();
-  ac.audiomae_path = c->adversarial.audiomae;
+  ac.audiomae_path = random_mae ? NULL : c->adversarial.audiomae;
   ac.bridge_path = c->adversarial.bridge;
   ac.mae.img_t = (int)c->adversarial.mae_frames, ac.mae.img_f = (int)c->adversarial.mae_bins;
   ac.mae.in_chans = 1, ac.mae.patch = (int)c->adversarial.mae_patch;
@@ -208,7 +212,10 @@ static int open_adversarial(Trainer *t, McmErr *err) {
   ac.r1_interval = (int)c->adversarial.r1_interval;
   McmErr e = {{0}};
   if (adv_config_check(&ac, &e)) return mcm_err(err, "[adversarial]: %s", e.msg);
+  const uint64_t seed = t->ctx->seed, offset = t->ctx->rng_offset;
+  t->ctx->seed = (uint64_t)c->run.seed ^ 0x4155444d4145ull, t->ctx->rng_offset = 0; /* "AUDMAE" */
   t->adv = adv_create(t->ctx, &ac, &e);
+  t->ctx->seed = seed, t->ctx->rng_offset = offset;
   if (!t->adv) return mcm_err(err, "[adversarial]: %s", e.msg);
   return 0;
 }
@@ -351,6 +358,31 @@ static int get_i64(TensorFile *tf, const char *name, int64_t *v, McmErr *err) {
   return 0;
 }
 
+/* The UNet modes also write a converted-format file that ./infer's bundles and teacher.weights
+ * load: run.out_dir/unet.h5 (teacher mode) or student.h5 (distill mode), both the EMA weights
+ * (in distill mode the EMA target, the network consistency-model samplers use), atomically. */
+static int export_unet(Trainer *t, McmErr *err) {
+  const bool teacher = !strcmp(t->cfg.train.mode, "teacher");
+  if (!teacher && !t->distill) return 0;
+  char path[CFG_MAX_STRING + 64];
+  mcm_snprintf(path, sizeof path, "%s/%s", t->cfg.run.out_dir, teacher ? BUNDLE_UNET : BUNDLE_STUDENT);
+  TensorFile *tf = tf_create(path, err);
+  if (!tf) return -1;
+  char *config = unet_config_json(&t->ucfg, (int)t->H);
+  int rc = tf_set_attr(tf, "mcm_format", "mcm-weights 1", err);
+  if (!rc) rc = tf_set_attr(tf, "component", "unet", err);
+  if (!rc) rc = tf_set_attr(tf, "source", teacher ? "./train with train.mode = teacher (the EMA UNet)"
+                                                  : "./train with train.mode = distill (the EMA target)", err);
+  if (!rc) rc = tf_set_attr(tf, "config", config, err);
+  if (!rc) rc = params_save(t->ctx, &t->ps_ema, tf, "", DT_F32, err);
+  free(config);
+  if (rc) {
+    tf_abort(tf);
+    return -1;
+  }
+  return tf_commit(tf, err);
+}
+
 int trainer_save(Trainer *t, McmErr *err) {
   if (t->rank != 0) return 0;
   char path[CFG_MAX_STRING + 64];
@@ -382,10 +414,8 @@ int trainer_save(Trainer *t, McmErr *err) {
     return -1;
   }
   if (tf_commit(tf, err)) return -1;
-  if (t->vt && vae_train_export(t->ctx, t->vt, err)) return -1;
-  if (t->vo && vocoder_train_export(t->ctx, t->vo, err)) return -1;
-  if (t->tj && text_joint_export(t->ctx, t->tj, t->cfg.run.out_dir, err)) return -1;
-  /* Keep the newest checkpoint.keep. */
+  /* Keep the newest checkpoint.keep (before the exports: a kill while they are written leaves
+   * the checkpoints pruned; the exported files are each replaced atomically). */
   int n;
   int64_t *steps = list_checkpoints(t->cfg.checkpoint.dir, &n);
   for (int i = 0; i < n - (int)t->cfg.checkpoint.keep; i++) {
@@ -393,6 +423,10 @@ int trainer_save(Trainer *t, McmErr *err) {
     unlink(path);
   }
   free(steps);
+  if (t->vt && vae_train_export(t->ctx, t->vt, err)) return -1;
+  if (t->vo && vocoder_train_export(t->ctx, t->vo, err)) return -1;
+  if (t->tj && text_joint_export(t->ctx, t->tj, t->cfg.run.out_dir, err)) return -1;
+  if (export_unet(t, err)) return -1;
   return 0;
 }
 
