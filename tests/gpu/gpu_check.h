@@ -100,6 +100,8 @@ typedef struct OpEntry {
   const char *name;
   Tensor *(*forward)(OpCase *c); /* makes its inputs with case_input, returns the op's output */
   Tol tol[2];                    /* [DT_F32], [DT_BF16] */
+  bool deterministic;            /* two GPU runs must give identical bits (reductions without
+                                    atomics); checked by gpu_ops_deterministic */
 } OpEntry;
 
 

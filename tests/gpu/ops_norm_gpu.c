@@ -1,5 +1,5 @@
-/* group_norm, layer_norm and batch_norm_local rows of the GPU op table (make test-gpu), and
- * a check that two GPU runs give identical bits (the kernels promise fixed-order sums).
+/* group_norm, layer_norm and batch_norm_local rows of the GPU op table (make test-gpu),
+ * all marked deterministic: gpu_ops_deterministic reruns them for identical bits (fixed-order sums).
  *
  * The rows reach every kernel path in norm.cu: groups of one block and groups split over
  * several blocks (more than 32768 elements, with a ragged last chunk); dw/db by runs
@@ -12,7 +12,6 @@
  * times rstd ≈ 1.7 except dw/db, sums of O(√n) size, which rtol covers. bf16: inputs and
  * upstream gradient are the same bf16 values on both sides and the GPU computes in fp32,
  * so each result differs by its final rounding to bf16: BF16_POINTWISE. */
-#include <string.h>
 
 #include "gpu_check.h"
 #include "kernels/norm.h" /* until kernels/ops.h includes it */
@@ -64,67 +63,17 @@ static Tensor *fw_bnl_g3(OpCase *c) { return bnl_case(c, 3, 9, 4, 64); }
 #define NORM_TOL {F32_REDUCE, BF16_POINTWISE}
 #define NORM_TOL_LARGE {F32_REDUCE_LARGE, BF16_POINTWISE}
 static const OpEntry NORM_OPS[] = {
-    {"group_norm_4d", fw_gn_4d, NORM_TOL},
-    {"group_norm_small_s", fw_gn_small_s, NORM_TOL},
-    {"group_norm_rank2", fw_gn_rank2, NORM_TOL},
-    {"group_norm_rank5_noaff", fw_gn_rank5_noaff, NORM_TOL},
-    {"group_norm_split2", fw_gn_split, NORM_TOL_LARGE},
-    {"group_norm_split13", fw_gn_split13, NORM_TOL_LARGE},
-    {"layer_norm_3d", fw_ln_3d, NORM_TOL},
-    {"layer_norm_noaffine", fw_ln_noaff, NORM_TOL},
-    {"layer_norm_600_rows", fw_ln_rows, NORM_TOL},
-    {"batch_norm_local_g2", fw_bnl_g2, NORM_TOL},
-    {"batch_norm_local_g1", fw_bnl_g1, NORM_TOL},
-    {"batch_norm_local_g3", fw_bnl_g3, NORM_TOL},
+    {"group_norm_4d", fw_gn_4d, NORM_TOL, true},
+    {"group_norm_small_s", fw_gn_small_s, NORM_TOL, true},
+    {"group_norm_rank2", fw_gn_rank2, NORM_TOL, true},
+    {"group_norm_rank5_noaff", fw_gn_rank5_noaff, NORM_TOL, true},
+    {"group_norm_split2", fw_gn_split, NORM_TOL_LARGE, true},
+    {"group_norm_split13", fw_gn_split13, NORM_TOL_LARGE, true},
+    {"layer_norm_3d", fw_ln_3d, NORM_TOL, true},
+    {"layer_norm_noaffine", fw_ln_noaff, NORM_TOL, true},
+    {"layer_norm_600_rows", fw_ln_rows, NORM_TOL, true},
+    {"batch_norm_local_g2", fw_bnl_g2, NORM_TOL, true},
+    {"batch_norm_local_g1", fw_bnl_g1, NORM_TOL, true},
+    {"batch_norm_local_g3", fw_bnl_g3, NORM_TOL, true},
 };
 GPU_OPS_REGISTER(NORM_OPS)
-
-/* ------------------------------------------------------------------ determinism */
-
-/* One GPU run of a row: its output and every input gradient, concatenated on the host. */
-static float *run_once(Ctx *ctx, const OpEntry *e, DType dt, int64_t *n) {
-  gpu_poison_arena(ctx);
-  OpCase c = {.ctx = ctx, .dtype = dt, .bf16_values = dt == DT_BF16};
-  Tensor *y = e->forward(&c);
-  Tensor *dy = tensor_new(ctx, y->dtype, y->ndim, y->shape);
-  float *h = MALLOC_CHECK((size_t)y->numel * sizeof(float));
-  host_uniform(h, y->numel, 999, -1.0f, 1.0f, dt == DT_BF16);
-  tensor_from_host_f32(ctx, dy, h);
-  free(h);
-  backward_from(ctx, y, dy);
-  *n = y->numel;
-  for (int i = 0; i < c.n_in; i++) {
-    ASSERT(c.in[i]->grad, "%s: input %s received no gradient", e->name, c.in_name[i]);
-    *n += c.in[i]->grad->numel;
-  }
-  float *all = MALLOC_CHECK((size_t)*n * sizeof(float));
-  tensor_to_host_f32(ctx, y, all);
-  int64_t off = y->numel;
-  for (int i = 0; i < c.n_in; i++) {
-    tensor_to_host_f32(ctx, c.in[i]->grad, all + off);
-    off += c.in[i]->grad->numel;
-  }
-  ctx_step_reset(ctx);
-  return all;
-}
-
-TEST(gpu_norm_deterministic) {
-  if (cuda_device_count() == 0) {
-    printf("skipped: no GPU present\n");
-    return;
-  }
-  McmErr err = {{0}};
-  Ctx *gpu = ctx_create(&(DeviceSpec){DEV_CUDA, 0, false}, 1, &err);
-  ASSERT(gpu && gpu->dev == DEV_CUDA, "cannot create a CUDA context: %s", err.msg);
-  for (size_t k = 0; k < sizeof NORM_OPS / sizeof NORM_OPS[0]; k++)
-    for (int p = 0; p < 2; p++) {
-      DType dt = p ? DT_BF16 : DT_F32;
-      int64_t n1, n2;
-      float *r1 = run_once(gpu, &NORM_OPS[k], dt, &n1), *r2 = run_once(gpu, &NORM_OPS[k], dt, &n2);
-      EXPECT(n1 == n2 && !memcmp(r1, r2, (size_t)n1 * sizeof(float)), "%s (%s): two runs gave different bits",
-             NORM_OPS[k].name, dtype_name(dt));
-      free(r1);
-      free(r2);
-    }
-  ctx_destroy(gpu);
-}
