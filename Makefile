@@ -34,7 +34,12 @@ endif
 HDF5_CFLAGS := $(shell pkg-config --cflags hdf5 2>/dev/null)
 HDF5_LIBS   := $(shell pkg-config --libs hdf5 2>/dev/null)
 INIH_LIBS   := $(shell pkg-config --libs inih 2>/dev/null)
-BLAS_LIBS   := -lopenblas
+# The OpenMP build of OpenBLAS: its threads are the same OpenMP pool as mcm's own loops. The
+# pthread build's threads and OpenMP's spin against each other (measured on 2 cores: the demo
+# VAE step 2.8x slower, a third of the time in sched_yield).
+BLAS_DIR    := /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_CFLAGS := -I/usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIBS   := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas
 SNDFILE_LIBS := $(shell pkg-config --libs sndfile 2>/dev/null)
 AUDIO_LIBS  := $(shell pkg-config --libs soxr fftw3f jansson libpng fluidsynth 2>/dev/null)
 
@@ -110,21 +115,21 @@ ifeq ($(MAKELEVEL),0)
   $(info mcm build: CUDA $(CUDA_DESC) | BLAS OpenBLAS | HDF5 $(shell pkg-config --modversion hdf5 2>/dev/null) | MPI $(MPI_DESC)$(if $(filter 1,$(SAN)), | sanitizers ASan+UBSan))
 endif
 
-# OpenMP threads that spin after a parallel region steal the cores OpenBLAS's own threads
-# need (measured: linear 16 -> 119 GFLOP/s median under load with passive waiting).
+# Tests and benches run beside other processes (the runner forks, CI shares the machine):
+# threads that spin after a parallel region would steal their cores.
 export OMP_WAIT_POLICY ?= passive
 
 # ---------------------------------------------------------------- flags
 BUILD := build/$(if $(filter 1,$(SAN)),san,$(if $(filter 1,$(USE_CUDA)),cuda,cpu))
 CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
-          -fopenmp -ffp-contract=off -I. $(HDF5_CFLAGS) -DMCM_CUDA=$(USE_CUDA) -DMCM_MPI=$(USE_MPI) $(MPI_CFLAGS) -MMD -MP
+          -fopenmp -ffp-contract=off -I. $(HDF5_CFLAGS) $(BLAS_CFLAGS) -DMCM_CUDA=$(USE_CUDA) -DMCM_MPI=$(USE_MPI) $(MPI_CFLAGS) -MMD -MP
 LDLIBS := $(HDF5_LIBS) $(INIH_LIBS) $(SNDFILE_LIBS) $(AUDIO_LIBS) $(BLAS_LIBS) $(MPI_LIBS) -lm -lpthread
 LDFLAGS := -fopenmp
 ifeq ($(SAN),1)
   CFLAGS += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
   LDFLAGS += -fsanitize=address,undefined
 endif
-NVCCFLAGS := -O3 -g -std=c++17 -I. $(HDF5_CFLAGS) $(MPI_CFLAGS) $(CUDA_GENCODE) -DMCM_CUDA=1 -DMCM_MPI=$(USE_MPI) -MMD -MP \
+NVCCFLAGS := -O3 -g -std=c++17 -I. $(HDF5_CFLAGS) $(BLAS_CFLAGS) $(MPI_CFLAGS) $(CUDA_GENCODE) -DMCM_CUDA=1 -DMCM_MPI=$(USE_MPI) -MMD -MP \
              -Xcompiler -Wall,-Wno-unused-parameter --expt-relaxed-constexpr
 ifeq ($(USE_CUDA),1)
   CFLAGS += -I$(CUDA_INC)

@@ -77,17 +77,19 @@ if [ "$SCALE" = tiny ]; then
   LOG_EVERY=(--set run.log_every=1)
   EVAL_PROMPTS=2
   EVAL_SECONDS=0.64
-  EVAL_SETS="teacher_ddim4 student_cm1 student_cm4"
+  EVAL_SETS="teacher_ddim4 student_cm1 student_cm4 noadv_cm4"
   BRIDGE_HOLDOUT=0
 else
   CLIPS=${DEMO_CLIPS:-200}
   SECONDS_PER_CLIP=10.24
   BUNDLE=${DEMO_BUNDLE:-$ROOT/checkpoints/demo}
   VOCAB_SIZE=2000
-  MEL=() NET=() STEPS_VAE=() STEPS_VOC=() STEPS_TEACHER=() STEPS_DISTILL=() LOG_EVERY=()
-  EVAL_PROMPTS=16
+  # 2.56 s segments, half overlapping (the configs' [prepare]; ./prepare reads no config file)
+  MEL=(--set prepare.segment_frames=256 --set prepare.hop_frames=128)
+  NET=() STEPS_VAE=() STEPS_VOC=() STEPS_TEACHER=() STEPS_DISTILL=() LOG_EVERY=()
+  EVAL_PROMPTS=32
   EVAL_SECONDS=10.24
-  EVAL_SETS="teacher_ddim50 teacher_ddim4 student_cm1 student_cm2 student_cm4"
+  EVAL_SETS="teacher_ddim50 teacher_ddim4 student_cm1 student_cm2 student_cm4 noadv_cm4"
   BRIDGE_HOLDOUT=5
 fi
 
@@ -157,6 +159,7 @@ mapfile -t A_VAE < <(train_args demo_vae)
 mapfile -t A_VOC < <(train_args demo_vocoder)
 mapfile -t A_TEACHER < <(train_args demo_teacher)
 mapfile -t A_DISTILL < <(train_args demo)
+mapfile -t A_NOADV < <(train_args demo_noadv)
 
 # 4. The VAE on the log-mels (its latent scale factor measured on the data).
 stage vae "$RUNS/demo_vae/vae.h5" -- \
@@ -190,6 +193,13 @@ stage distill "$RUNS/demo/student.h5" -- \
   --set "vae.weights=$RUNS/demo_vae/vae.h5" --set "adversarial.bridge=$RUNS/demo/bridge.h5" "${MEL[@]}" "${NET[@]}" \
   "${STEPS_DISTILL[@]}" "${LOG_EVERY[@]}"
 
+# 10b. The paper's ablation: the same distillation without the adversarial term (evaluated
+# beside the student; not part of the bundle).
+stage distill_noadv "$RUNS/demo_noadv/student.h5" -- \
+  "$BIN/train" configs/demo.ini "${A_NOADV[@]}" --set train.adversarial=false \
+  --set "teacher.weights=$RUNS/demo_teacher/unet.h5" --set "vae.weights=$RUNS/demo_vae/vae.h5" \
+  "${MEL[@]}" "${NET[@]}" "${STEPS_DISTILL[@]}" "${LOG_EVERY[@]}"
+
 # 11. The bundle ./infer reads.
 make_bundle() {
   mkdir -p "$BUNDLE/tokenizer"
@@ -199,17 +209,28 @@ make_bundle() {
 }
 stage bundle "$BUNDLE/unet.h5" "$BUNDLE/student.h5" "$BUNDLE/vae.h5" "$BUNDLE/vocoder.h5" "$BUNDLE/text_encoder.h5" \
   "$BUNDLE/tokenizer/vocab.json" "$BUNDLE/tokenizer/merges.txt" -- make_bundle
+# The ablation's bundle: the same files with its student.
+NOADV_BUNDLE=$RUNS/demo_noadv/bundle
+make_noadv_bundle() {
+  mkdir -p "$NOADV_BUNDLE/tokenizer"
+  cp "$BUNDLE/unet.h5" "$BUNDLE/vae.h5" "$BUNDLE/vocoder.h5" "$BUNDLE/text_encoder.h5" "$NOADV_BUNDLE/"
+  cp "$BUNDLE/tokenizer/vocab.json" "$BUNDLE/tokenizer/merges.txt" "$NOADV_BUNDLE/tokenizer/"
+  cp "$RUNS/demo_noadv/student.h5" "$NOADV_BUNDLE/"
+}
+stage bundle_noadv "$NOADV_BUNDLE/student.h5" -- make_noadv_bundle
 
 # 12. Samples: the first EVAL_PROMPTS captions, one clip each, per sampler setting.
 mkdir -p "$SAMPLES"
 head -n "$EVAL_PROMPTS" "$DATA/captions.lst" | cut -d'|' -f2- >"$SAMPLES/prompts.txt"
 for set in $EVAL_SETS; do
+  bundle=$BUNDLE
   case "$set" in
     teacher_ddim*) opts=(--sampler ddim --steps "${set#teacher_ddim}") ;;
     student_cm*) opts=(--sampler cm --steps "${set#student_cm}") ;;
+    noadv_cm*) opts=(--sampler cm --steps "${set#noadv_cm}") bundle=$NOADV_BUNDLE ;;
   esac
   stage "sample_$set" "$SAMPLES/$set" -- \
-    "$BIN/infer" --checkpoint "$BUNDLE" --prompts-file "$SAMPLES/prompts.txt" --out "$SAMPLES/$set" \
+    "$BIN/infer" --checkpoint "$bundle" --prompts-file "$SAMPLES/prompts.txt" --out "$SAMPLES/$set" \
     --seconds "$EVAL_SECONDS" --seed 0 --device "$DEVICE" --timings "${opts[@]}"
 done
 

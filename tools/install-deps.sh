@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential   # gcc, make
   pkg-config        # library detection in the Makefile
-  libopenblas-dev   # CPU matrix products (cblas)
+  libopenblas-openmp-dev # CPU matrix products (cblas), threaded with OpenMP like mcm's own loops
   libhdf5-dev       # tensor files, checkpoints, data shards
   libinih-dev       # INI configuration parser
   libsndfile1-dev   # audio reading and writing (WAV, FLAC, OGG, ...)
