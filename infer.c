@@ -31,7 +31,8 @@ static const char USAGE[] =
     "  --out PATH              output file; a directory when there are several outputs (see below)\n"
     "  --checkpoint DIR        model bundle (default checkpoints/demo): unet.h5 (teacher), student.h5,\n"
     "                          vae.h5, vocoder.h5, text_encoder.h5, tokenizer/{vocab.json,merges.txt}\n"
-    "  --config FILE           configuration file; --set SECTION.KEY=VALUE overrides a key\n"
+    "  --config FILE           configuration file (a training config will do: ./infer reads [infer]);\n"
+    "                          --set SECTION.KEY=VALUE overrides a key, e.g. --set infer.fuse=triangular\n"
     "  --sampler cm|ddim       consistency sampling of student.h5 (default) or DDIM of the teacher unet.h5\n"
     "  --allow-teacher-cm      let --sampler cm run unet.h5 when the bundle has no student (poor results)\n"
     "  --steps N               sampling steps (cm: 1..50, default 4; ddim: 1..999, default 200)\n"
@@ -58,7 +59,8 @@ static const char USAGE[] =
     "\n"
     "Long pieces: beyond the model's native length (10.24 s for MusicLDM) the latent is sampled\n"
     "as overlapping windows of the native length fused every step; decoder and vocoder run on the\n"
-    "whole piece.\n"
+    "whole piece. [infer] window_frames (-1: no windows), stride_frames and fuse\n"
+    "(average|triangular) change that (./infer --config FILE or --set infer.KEY=VALUE).\n"
     "\n"
     "Exit status: 0 done; 2 a bad input or model bundle (nothing was written); 1 a failure while\n"
     "generating or writing (files already complete stay; none is ever partial).\n"
@@ -307,6 +309,7 @@ typedef struct Run {
   char (*names)[4400];  /* (n) output paths */
   Ctx *ctx;
   Pipeline *pipe;
+  Config cfg;           /* --config and --set: [infer]'s long form (no training keys needed) */
   PipelineRequest req;
   PipelineOutput *outs; /* (n) */
   PipelineTimings tm;
@@ -365,8 +368,7 @@ static int set_up(Run *r, McmErr *err) {
   q->guidance = a->guidance;
   q->negative = a->negative;
   q->seconds = a->seconds;
-  /* Long form: the defaults (native window, stride window / 4, averaging) until the schema
-   * has [infer] window_frames, stride_frames and fuse. */
+  pipeline_request_long_form(q, &r->cfg);
   if (a->init_audio) {
     Audio init;
     McmErr why = {{0}};
@@ -427,10 +429,7 @@ int main(int argc, char **argv) {
   int n_sets = 0, status = 2;
   Run r = {0};
   if (parse_args(argc, argv, &r.a, sets, &n_sets, &err)) goto bad;
-  if (r.a.config || n_sets) {
-    Config cfg;
-    if (config_resolve(&cfg, r.a.config, n_sets, sets, &err)) goto bad;
-  }
+  if (config_resolve_optional(&r.cfg, r.a.config, n_sets, sets, &err)) goto bad;
   if (plan(&r, &err) || set_up(&r, &err)) goto bad; /* exit 2: nothing was started */
   status = 1;
   if (generate_all(&r, &err) || write_all(&r, &err)) goto bad;

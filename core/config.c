@@ -725,12 +725,13 @@ static void where(const Config *cfg, int idx, char *buf, size_t size) {
     snprintf(buf, size, "%s", o);
 }
 
-/* config_validate; `file` (may be NULL) names the config file in a missing-key message. */
-static int validate(const Config *cfg, const char *file, McmErr *err) {
+/* config_validate; `file` (may be NULL) names the config file in a missing-key message.
+ * need_required false: keys without a default may stay unset (./infer needs no training keys). */
+static int validate(const Config *cfg, const char *file, bool need_required, McmErr *err) {
   char why[WHY], at[CFG_MAX_ORIGIN + 64], exp[200], v[CFG_MAX_STRING + 200], vs[100];
   for (int i = 0; i < MCM_SCHEMA_N; i++) {
     const CfgKey *k = &MCM_SCHEMA[i];
-    if (cfg->origin[i][0]) continue;
+    if (cfg->origin[i][0] || (!need_required && !k->def)) continue;
     fmt_expected(k, exp, sizeof exp);
     if (k->def)
       return mcm_err(err, "%s.%s was never set (the Config was not initialised with config_defaults)", k->section,
@@ -743,6 +744,7 @@ static int validate(const Config *cfg, const char *file, McmErr *err) {
   }
   for (int i = 0; i < MCM_SCHEMA_N; i++) {
     const CfgKey *k = &MCM_SCHEMA[i];
+    if (!cfg->origin[i][0]) continue; /* an unset required key (need_required false) */
     const void *f = cfield_of(cfg, k);
     where(cfg, i, at, sizeof at);
     if (check_field(k, f, why, sizeof why)) {
@@ -760,14 +762,22 @@ static int validate(const Config *cfg, const char *file, McmErr *err) {
   return 0;
 }
 
-int config_validate(const Config *cfg, McmErr *err) { return validate(cfg, NULL, err); }
+int config_validate(const Config *cfg, McmErr *err) { return validate(cfg, NULL, true, err); }
 
-int config_resolve(Config *cfg, const char *path, int n_sets, char **sets, McmErr *err) {
+static int resolve(Config *cfg, const char *path, int n_sets, char **sets, bool need_required, McmErr *err) {
   config_defaults(cfg);
   if (path && config_parse_file(cfg, path, err)) return -1;
   for (int i = 0; i < n_sets; i++)
     if (config_set(cfg, sets[i], err)) return -1;
-  return validate(cfg, path, err);
+  return validate(cfg, path, need_required, err);
+}
+
+int config_resolve(Config *cfg, const char *path, int n_sets, char **sets, McmErr *err) {
+  return resolve(cfg, path, n_sets, sets, true, err);
+}
+
+int config_resolve_optional(Config *cfg, const char *path, int n_sets, char **sets, McmErr *err) {
+  return resolve(cfg, path, n_sets, sets, false, err);
 }
 
 /* ------------------------------------------------------------------ printing */

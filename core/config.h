@@ -104,6 +104,10 @@ typedef struct Config {
     int64_t mae_frames, mae_bins, mae_patch, mae_dim, mae_depth, mae_heads, cmap_dim, head_kernel;
   } adversarial;
   struct {
+    int64_t window_frames, stride_frames; /* ./infer's long form: 0 = defaults, window -1 = none */
+    char fuse[CFG_MAX_STRING];            /* average | triangular */
+  } infer;
+  struct {
     int64_t every, steps;
     char prompts[CFG_MAX_STRING], bundle[CFG_MAX_STRING];
     double seconds;
@@ -176,6 +180,10 @@ int config_set(Config *cfg, const char *assignment, McmErr *err);
 int config_validate(const Config *cfg, McmErr *err);
 /* For the mains: defaults, the file (path may be NULL), each --set in order, validate. */
 int config_resolve(Config *cfg, const char *path, int n_sets, char **sets, McmErr *err);
+/* The same, but keys without a default (train.steps, data.train_shards) may stay unset: for
+ * mains that use none of them (./infer reads [infer] and [run] from a training config or none).
+ * Every key that is set is still checked. */
+int config_resolve_optional(Config *cfg, const char *path, int n_sets, char **sets, McmErr *err);
 
 /* Malloc'd INI text of every key; config_parse_string of it gives back the identical Config
  * (origins aside). Unset required keys appear as comments. */

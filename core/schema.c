@@ -175,6 +175,16 @@ const CfgKey MCM_SCHEMA[] = {
     INT(adversarial, virtual_bs, "8", 1, 4096,
         "BatchNormLocal group size of the heads: the batch per process must split into groups of equal size"),
 
+    /* ------------------------------------------------------------------ [infer] */
+    INT(infer, window_frames, "0", -1, 1 << 20,
+        "./infer beyond the UNet's native length: window of latent frames sampled at once, fused every step; "
+        "0 = the native length (the weights' sample_size), -1 = no windows (the whole latent at once)"),
+    INT(infer, stride_frames, "0", 0, 1 << 20,
+        "./infer long form: latent frames between window starts; 0 = window / 4"),
+    ENUM(infer, fuse, "average", "average|triangular",
+         "./infer long form: how overlapping windows are fused: the plain average (MultiDiffusion) or weights "
+         "that fall toward each window's edges"),
+
     /* ------------------------------------------------------------------ [sample] */
     INT(sample, every, "0", 0, NOMAX,
         "write samples of the EMA weights (WAV + mel PNG under run.out_dir/samples) every this many steps; 0 = never"),
@@ -322,6 +332,12 @@ int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size) {
                    (long long)(G * (B / G)));
       return key_of("train", "batch_size");
     }
+  }
+  if (cfg->infer.window_frames > 0 && cfg->infer.stride_frames > cfg->infer.window_frames) {
+    mcm_snprintf(why, why_size,
+                 "infer.stride_frames = %lld is longer than infer.window_frames = %lld: frames between windows would "
+                 "never be sampled", (long long)cfg->infer.stride_frames, (long long)cfg->infer.window_frames);
+    return key_of("infer", "stride_frames");
   }
   /* Each level below the first halves both latent axes, and the skip connections need the
    * halves to be exact. */

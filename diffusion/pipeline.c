@@ -204,6 +204,12 @@ PipelineRequest pipeline_request_default(PipeSampler sampler) {
   };
 }
 
+void pipeline_request_long_form(PipelineRequest *r, const Config *cfg) {
+  r->window_frames = (int)cfg->infer.window_frames;
+  r->stride_frames = (int)cfg->infer.stride_frames;
+  r->fuse = !strcmp(cfg->infer.fuse, "triangular") ? FUSE_TRIANGULAR : FUSE_AVERAGE;
+}
+
 int64_t pipeline_samples(const Pipeline *p, double seconds) { return llround(seconds * p->rate); }
 
 int pipeline_latent_frames(const Pipeline *p, double seconds) {

@@ -57,6 +57,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/config.h"
 #include "data/mel.h"
 #include "data/tokenizer.h"
 #include "diffusion/sampler.h"
@@ -127,6 +128,8 @@ typedef struct PipelineRequest {
 
 /* steps 4 (cm) / 200 (ddim), guidance 2, 10.24 s, seed 0, strength 1, default long form. */
 PipelineRequest pipeline_request_default(PipeSampler sampler);
+/* The long-form settings of a config's [infer] section (window_frames, stride_frames, fuse). */
+void pipeline_request_long_form(PipelineRequest *r, const Config *cfg);
 
 /* Latent frames H and output samples n for a length in seconds (see "Length" above). */
 int pipeline_latent_frames(const Pipeline *p, double seconds);

@@ -472,6 +472,16 @@ static int trainer_load(Trainer *t, const char *path, McmErr *err) {
 
 #define SAMPLE_MAX_PROMPTS 16
 
+/* [sample]'s request: its steps and length (0: the training length), [infer]'s long form. */
+static PipelineRequest sample_request(const Trainer *t) {
+  const Config *c = &t->cfg;
+  PipelineRequest r = pipeline_request_default(t->pipe->sampler);
+  r.steps = (int)c->sample.steps;
+  r.seconds = c->sample.seconds > 0 ? c->sample.seconds : (double)t->H * t->pipe->f * t->pipe->hop / t->pipe->rate;
+  pipeline_request_long_form(&r, c);
+  return r;
+}
+
 static int read_prompts(Trainer *t, McmErr *err) {
   const char *path = t->cfg.sample.prompts;
   if (!path[0]) return mcm_err(err, "sample.every > 0 needs sample.prompts (a file, one prompt a line)");
@@ -514,10 +524,7 @@ static int open_pipeline(Trainer *t, McmErr *err) {
       return mcm_err(err, "sample.bundle = %s: its text encoder is not the tower of [text] (hint: a bundle made with "
                           "this run's text_encoder.h5 and tokenizer/)", c->sample.bundle);
   }
-  PipelineRequest r = pipeline_request_default(po.sampler);
-  r.steps = (int)c->sample.steps;
-  if (c->sample.seconds > 0) r.seconds = c->sample.seconds;
-  else r.seconds = (double)t->H * t->pipe->f * t->pipe->hop / t->pipe->rate;
+  PipelineRequest r = sample_request(t);
   for (int i = 0; i < t->n_prompts; i++) {
     r.prompt = t->prompts[i];
     if (pipeline_check_request(t->pipe, &r, &e)) return mcm_err(err, "[sample]: %s", e.msg);
@@ -538,9 +545,7 @@ static int write_samples(Trainer *t, McmErr *err) {
   bool was = ctx_set_grad(ctx, false);
   ema_copy(ctx, t->pipe->ps_unet.p, t->ps_ema.p, t->ps_ema.n);
   if (t->tj) ema_copy(ctx, t->pipe->ps_text.p, t->tj->ps_ema.p, t->tj->ps_ema.n);
-  PipelineRequest r = pipeline_request_default(t->pipe->sampler);
-  r.steps = (int)c->sample.steps;
-  r.seconds = c->sample.seconds > 0 ? c->sample.seconds : (double)t->H * t->pipe->f * t->pipe->hop / t->pipe->rate;
+  PipelineRequest r = sample_request(t);
   int rc = 0;
   for (int i = 0; i < t->n_prompts && !rc; i++) {
     r.prompt = t->prompts[i];

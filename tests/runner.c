@@ -7,7 +7,9 @@
  *
  * Prints one line per test and finally "N passed, N failed"; exits 1 if any failed.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "test.h"
 
 #include <errno.h>

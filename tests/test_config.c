@@ -243,6 +243,10 @@ TEST(config_full_file_sets_every_key) {
              "resblock_kernel_sizes = 3,5\n"
              "resblock_dilations = 1,2\n"
              "mel_weight = 30\n"
+             "[infer]\n"
+             "window_frames = 32\n"
+             "stride_frames = 8\n"
+             "fuse = triangular\n"
              "[text]\n"
              "joint = true\n"
              "tokenizer = tok\n"
@@ -278,15 +282,18 @@ TEST(config_full_file_sets_every_key) {
   EXPECT(cfg.train.num_ddim_steps == 100 && cfg.train.skip_k == 10 && cfg.train.guidance_w == 0, "train grid");
   EXPECT(!strcmp(cfg.train.loss, "l2") && cfg.train.huber_c == 0.5, "loss");
   EXPECT(!strcmp(cfg.data.train_shards, "/data/a-*.h5") && cfg.data.num_workers == 0, "data");
+  EXPECT(cfg.infer.window_frames == 32 && cfg.infer.stride_frames == 8 && !strcmp(cfg.infer.fuse, "triangular"),
+         "infer");
   EXPECT(!strcmp(cfg.checkpoint.dir, "ck") && cfg.checkpoint.every == 7 && cfg.checkpoint.keep == 1 &&
              !strcmp(cfg.checkpoint.init, "weights/teacher.h5"),
          "checkpoint");
 }
 
 TEST(config_shipped_configs_validate) {
-  const char *files[] = {"configs/audiostock.ini", "configs/demo.ini", "configs/tiny.ini"};
-  Config cfg[3];
-  for (int i = 0; i < 3; i++) {
+  const char *files[] = {"configs/audiostock.ini", "configs/demo.ini", "configs/tiny.ini", "configs/demo_teacher.ini",
+                         "configs/demo_vae.ini", "configs/demo_vocoder.ini"};
+  Config cfg[6];
+  for (int i = 0; i < 6; i++) {
     McmErr err = {{0}};
     EXPECT(config_resolve(&cfg[i], files[i], 0, NULL, &err) == 0, "%s: %s", files[i], err.msg);
   }
@@ -294,9 +301,34 @@ TEST(config_shipped_configs_validate) {
          "audiostock is MusicLDM-scale distillation");
   EXPECT(cfg[1].unet.model_channels == 32 && cfg[1].unet.channel_mult.n == 2 && cfg[1].unet.channel_mult.v[1] == 2,
          "demo UNet");
-  EXPECT(cfg[1].train.steps == 2000 && cfg[1].train.batch_size == 4 && !strcmp(cfg[1].run.device, "auto"), "demo train");
+  EXPECT(cfg[1].train.steps == 500 && cfg[1].train.batch_size == 4 && !strcmp(cfg[1].run.device, "auto"), "demo train");
   EXPECT(cfg[2].train.steps >= 1 && !strcmp(cfg[2].run.device, "cpu"), "tiny");
   EXPECT_STR_CONTAINS(origin_of(&cfg[1], "train", "steps"), "configs/demo.ini:");
+  /* The demo chain trains every stage on the same 2.56 s segments. */
+  for (int i = 1; i < 6; i++)
+    if (i != 2)
+      EXPECT(cfg[i].prepare.segment_frames == 256 && cfg[i].prepare.hop_frames == 128, "%s: segments", files[i]);
+  EXPECT(cfg[1].unet.latent_frames == 64 && cfg[3].unet.latent_frames == 64 && cfg[1].adversarial.mae_frames == 256,
+         "demo latents are the segments' frames / 4");
+  EXPECT(!strcmp(cfg[3].train.mode, "teacher") && !strcmp(cfg[4].train.mode, "vae") &&
+             !strcmp(cfg[5].train.mode, "vocoder"),
+         "demo stage modes");
+}
+
+TEST(config_resolve_optional_leaves_training_keys_unset_but_checks_the_rest) {
+  /* ./infer: no train.steps, no data.train_shards, yet every key given is still checked. */
+  Config cfg;
+  McmErr err = {{0}};
+  char *ok[] = {"infer.window_frames=32", "run.seed=3"};
+  ASSERT(config_resolve_optional(&cfg, NULL, 2, ok, &err) == 0, "%s", err.msg);
+  EXPECT(cfg.infer.window_frames == 32 && cfg.run.seed == 3 && !strcmp(cfg.infer.fuse, "average"), "values");
+  EXPECT(config_resolve(&cfg, NULL, 2, ok, &err) != 0 && strstr(err.msg, "train.steps"), "strict: %s", err.msg);
+  char *bad[] = {"infer.window_frames=-2"};
+  EXPECT(config_resolve_optional(&cfg, NULL, 1, bad, &err) != 0 && strstr(err.msg, "infer.window_frames"), "%s",
+         err.msg);
+  char *gap[] = {"infer.window_frames=16", "infer.stride_frames=20"};
+  EXPECT(config_resolve_optional(&cfg, NULL, 2, gap, &err) != 0 && strstr(err.msg, "infer.stride_frames = 20"), "%s",
+         err.msg);
 }
 
 TEST(config_set_overrides_file_and_default) {

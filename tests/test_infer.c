@@ -164,6 +164,31 @@ TEST(infer_long_form_gives_the_exact_length) {
   EXPECT(info_of(TEST_PATH("long2.wav")).frames == 16160, "16160 samples");
 }
 
+TEST(infer_long_form_follows_the_infer_section) {
+  /* 0.96 s = 48 latent frames, the native window 16. One window of all 48 frames is the same
+   * computation as no windows at all: identical bits. The default windows, and triangular
+   * fusing, are different computations: different bits. */
+  const char *b = bundle();
+  const char *base = INFER "--prompt 'a long one' --seconds 0.96 --seed 2 --out %s %s";
+  ASSERT(run(base, b, TEST_PATH("none.wav"), "--set infer.window_frames=-1") == 0, "%s", out);
+  ASSERT(run(base, b, TEST_PATH("whole.wav"), "--set infer.window_frames=48") == 0, "%s", out);
+  ASSERT(run(base, b, TEST_PATH("avg.wav"), "") == 0, "%s", out);
+  ASSERT(run(base, b, TEST_PATH("tri.wav"), "--set infer.fuse=triangular --set infer.stride_frames=8") == 0, "%s", out);
+  ASSERT(run(base, b, TEST_PATH("cfg.wav"), "--config configs/tiny.ini") == 0, "a training config: %s", out);
+  EXPECT(same_file(TEST_PATH("none.wav"), TEST_PATH("whole.wav")), "one whole window = no windows");
+  EXPECT(!same_file(TEST_PATH("none.wav"), TEST_PATH("avg.wav")), "the default windows differ from none");
+  EXPECT(!same_file(TEST_PATH("avg.wav"), TEST_PATH("tri.wav")), "triangular fusing differs from the average");
+  EXPECT(same_file(TEST_PATH("avg.wav"), TEST_PATH("cfg.wav")), "configs/tiny.ini keeps the default long form");
+  EXPECT(info_of(TEST_PATH("tri.wav")).frames == 15360, "15360 samples");
+
+  ASSERT(run(base, b, TEST_PATH("bad.wav"), "--set infer.window_frames=16 --set infer.stride_frames=17") == 2, "%s", out);
+  EXPECT(strstr(out, "infer.stride_frames = 17") && access(TEST_PATH("bad.wav"), F_OK) != 0, "%s", out);
+  ASSERT(run(base, b, TEST_PATH("bad.wav"), "--set infer.fuse=median") == 2, "%s", out);
+  EXPECT(strstr(out, "infer.fuse") && strstr(out, "average|triangular"), "%s", out);
+  ASSERT(run(base, b, TEST_PATH("bad.wav"), "--set infer.window_frames=13") == 2, "%s", out);
+  EXPECT(strstr(out, "window 13") && access(TEST_PATH("bad.wav"), F_OK) != 0, "%s", out);
+}
+
 static uint32_t be32(const unsigned char *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
