@@ -65,6 +65,7 @@ struct Trainer {
   FILE *log;                     /* rank 0: run.out_dir/log.jsonl */
   double t_last_log;
   int64_t step_last_log;
+  double flops_since_log;        /* model FLOPs of this rank's steps since the last log line */
 };
 
 /* Set by SIGTERM / SIGINT; read between steps. A signal handler can only reach a global. */
@@ -812,7 +813,7 @@ static Tensor *normal_rows(Trainer *t, int C, int H, int W) {
   return op_reshape(t->ctx, op_slice(t->ctx, r, 1, t->rank, 1), SHAPE(B, C, H, W));
 }
 
-int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
+static int step_once(Trainer *t, StepStats *st, McmErr *err) {
   Ctx *ctx = t->ctx;
   const Config *c = &t->cfg;
   const int B = t->B, C = t->C, H = t->H, W = t->W, D = t->D;
@@ -947,6 +948,14 @@ update:;
   return 0;
 }
 
+int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
+  const double f0 = t->ctx->flops;
+  int rc = step_once(t, st, err);
+  st->flops = t->ctx->flops - f0;
+  t->flops_since_log += st->flops;
+  return rc;
+}
+
 /* ------------------------------------------------------------------ the loop */
 
 static void fmt_duration(double s, char *buf, size_t size) {
@@ -962,7 +971,12 @@ static void log_step(Trainer *t, const StepStats *st) {
   int64_t steps = t->step - t->step_last_log;
   double sps = dt > 0 ? (double)steps * t->B * t->world / dt : 0.0;
   double eta = steps > 0 ? dt / (double)steps * (double)(t->cfg.train.steps - t->step) : 0.0;
-  t->t_last_log = now, t->step_last_log = t->step;
+  /* Per device: this rank's model FLOPs over the wall time (every rank does the same work). */
+  double tflops = dt > 0 ? t->flops_since_log / dt / 1e12 : 0.0;
+  bool bf16 = !strcmp(t->cfg.train.precision, "bf16") && t->ctx->dev == DEV_CUDA;
+  double peak = device_peak_tflops(t->ctx->device_name, bf16);
+  double mfu = peak > 0 ? tflops / peak : NAN;
+  t->t_last_log = now, t->step_last_log = t->step, t->flops_since_log = 0;
   if (!t->quiet) {
     char eta_s[32];
     fmt_duration(eta, eta_s, sizeof eta_s);
@@ -970,15 +984,25 @@ static void log_step(Trainer *t, const StepStats *st) {
     if (t->adversarial)
       mcm_snprintf(adv, sizeof adv, " | distill %.5g | G %.4g | D real %.4g fake %.4g | R1 %.3g | D acc %.2f",
                    st->distill, st->g_loss, st->d_real, st->d_fake, st->r1, st->d_acc);
-    printf("step %" PRId64 "/%lld | loss %.6g%s | grad %.4g | lr %.3g | %.2f samples/s | ETA %s%s\n", t->step,
-           (long long)t->cfg.train.steps, st->loss, adv, st->grad_norm, st->lr, sps, eta_s,
+    char speed[160];
+    if (t->ctx->dev == DEV_CPU)
+      mcm_snprintf(speed, sizeof speed, "%.1f GFLOP/s", tflops * 1e3);
+    else if (peak > 0)
+      mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU %.1f%% of %.0f (%s)", tflops, 100 * mfu, peak,
+                   bf16 ? "bf16" : "fp32");
+    else
+      mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU ? (no peak known for this GPU)", tflops);
+    printf("step %" PRId64 "/%lld | loss %.6g%s | grad %.4g | lr %.3g | %.2f samples/s | %s | ETA %s%s\n", t->step,
+           (long long)t->cfg.train.steps, st->loss, adv, st->grad_norm, st->lr, sps, speed, eta_s,
            st->skipped ? " | SKIPPED (non-finite)" : "");
     fflush(stdout);
   }
   fprintf(t->log,
           "{\"step\": %" PRId64 ", \"mode\": \"%s\", \"loss\": %.9g, \"grad_norm\": %.9g, \"lr\": %.9g, "
-          "\"samples_per_s\": %.4f, \"skipped\": %" PRId64 ", \"world\": %d",
-          t->step, t->cfg.train.mode, st->loss, st->grad_norm, st->lr, sps, t->skipped, t->world);
+          "\"samples_per_s\": %.4f, \"skipped\": %" PRId64 ", \"world\": %d, \"flops_per_step\": %.6g, "
+          "\"tflops_per_device\": %.6g",
+          t->step, t->cfg.train.mode, st->loss, st->grad_norm, st->lr, sps, t->skipped, t->world, st->flops, tflops);
+  if (peak > 0) fprintf(t->log, ", \"mfu\": %.6g, \"peak_tflops\": %.6g", mfu, peak);
   if (t->adversarial)
     fprintf(t->log, ", \"distill\": %.9g, \"g_loss\": %.9g, \"d_real\": %.9g, \"d_fake\": %.9g, \"r1\": %.9g, \"d_acc\": %.6g",
             st->distill, st->g_loss, st->d_real, st->d_fake, st->r1, st->d_acc);

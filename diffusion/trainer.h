@@ -80,6 +80,7 @@ typedef struct StepStats {
   double grad_norm; /* before clipping */
   double lr;
   bool skipped;     /* non-finite loss or gradient: no update */
+  double flops;     /* model FLOPs of the step on this rank (ctx->flops: matrix products, fwd + bwd) */
 } StepStats;
 
 typedef struct Trainer Trainer;

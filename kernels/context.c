@@ -298,6 +298,23 @@ static Ctx *ctx_alloc(uint64_t seed) {
   return ctx;
 }
 
+double device_peak_tflops(const char *device_name, bool bf16) {
+  static const struct {
+    const char *name; /* a substring of the CUDA device name; the first match wins */
+    double bf16, fp32;
+  } peaks[] = {
+      {"H100 PCIe", 756.0, 51.0},
+      {"H100 NVL", 0, 0}, /* not in the reference table: unknown rather than the SXM number */
+      {"H100", 989.4, 66.9}, /* SXM5 */
+      {"H200", 989.4, 66.9}, /* the same GH100 die */
+      {"A100", 312.0, 19.5},
+  };
+  if (!device_name || strncmp(device_name, "cuda", 4)) return 0;
+  for (size_t i = 0; i < sizeof peaks / sizeof *peaks; i++)
+    if (strstr(device_name, peaks[i].name)) return bf16 ? peaks[i].bf16 : peaks[i].fp32;
+  return 0;
+}
+
 Ctx *ctx_create_cpu(uint64_t seed) {
   Ctx *ctx = ctx_alloc(seed);
   ctx->dev = DEV_CPU;

@@ -79,7 +79,16 @@ typedef struct Ctx {
 
   uint64_t seed;           /* counter-based RNG: key */
   uint64_t rng_offset;     /* next unused Philox counter; advanced by every draw */
+
+  /* Model FLOPs of the matrix-product ops run so far (linear, matmul, convolutions, attention;
+   * forward and each gradient computed in backward; 2 per multiply-add, recomputation not
+   * counted), the numerator of throughput and MFU. Elementwise ops and norms are not counted:
+   * they are bandwidth work. Callers read and reset it. */
+  double flops;
 } Ctx;
+
+/* Adds model FLOPs to ctx->flops (the ops call it). */
+static inline void ctx_count_flops(Ctx *ctx, double flops) { ctx->flops += flops; }
 
 /* Device spec parsing: "cpu", "cuda", "cuda:N", "auto". */
 typedef struct DeviceSpec {
@@ -94,6 +103,11 @@ int device_spec_parse(const char *s, DeviceSpec *out, McmErr *err);
  * to the CPU. Asking for cuda:N with N >= the number of GPUs is an error (returns NULL). */
 Ctx *ctx_create(const DeviceSpec *spec, uint64_t seed, McmErr *err);
 Ctx *ctx_create_cpu(uint64_t seed);
+
+/* Dense peak TFLOP/s of a GPU from its device_name (reference/conventions.md §2a): bf16 tensor
+ * cores, or fp32 without tensor cores (mcm's fp32 math: no TF32). 0 for the CPU and for a GPU
+ * the table does not know (the log then says MFU is unknown rather than a wrong number). */
+double device_peak_tflops(const char *device_name, bool bf16);
 void ctx_destroy(Ctx *ctx);
 
 /* Number of usable CUDA devices (0 in a CPU-only build or without a driver). */

@@ -210,6 +210,42 @@ TEST(train_teacher_loss_falls) {
   EXPECT(last < 0.8 * first, "teacher loss did not fall: first 8 steps %.4g, last 8 %.4g", first, last);
 }
 
+/* Model FLOPs of one step (the TFLOP/s and MFU of the log), the same every step. With F the
+ * UNet forward at the batch: a teacher step is F + the weight gradient (F) + the input
+ * gradients (F less the first convolution's, whose input needs none): just under 3F. A
+ * distillation step adds the frozen teacher on cond + uncond (2F) and the EMA target (F),
+ * forward only: exactly 3F more. So F = (distill − teacher) / 3 from the two counts, and the
+ * teacher step must lie in (2.8F, 3F). A frozen network that counted a backward would break
+ * the first relation; a missing weight gradient the second. */
+static double step_flops(const char *dir, const char *run, const char *const *extra, int n_extra) {
+  Config cfg;
+  McmErr err;
+  ASSERT(resolve(&cfg, dir, run, extra, n_extra, &err) == 0, "%s", err.msg);
+  Ctx *ctx = ctx_create_cpu((uint64_t)cfg.run.seed);
+  Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+  ASSERT(t, "%s", err.msg);
+  double f[3];
+  for (int i = 0; i < 3; i++) {
+    StepStats st;
+    ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+    f[i] = st.flops;
+  }
+  EXPECT(f[0] > 0 && f[0] == f[1] && f[1] == f[2], "%s: %g %g %g FLOPs per step", run, f[0], f[1], f[2]);
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+  return f[0];
+}
+
+TEST(train_counts_the_model_flops_of_a_step) {
+  const char *dir = setup();
+  const char *teacher[] = {"train.mode=teacher", "train.cond_dropout=0"};
+  const char *distill[] = {"train.adversarial=false"};
+  double T = step_flops(dir, "ft", teacher, 2), D = step_flops(dir, "fd", distill, 1);
+  double F = (D - T) / 3;
+  printf("  teacher step %.4g FLOPs, distill step %.4g: UNet forward %.4g\n", T, D, F);
+  EXPECT(T < 3 * F && T > 2.8 * F, "teacher step %.6g FLOPs vs 3F = %.6g", T, 3 * F);
+}
+
 /* ------------------------------------------------------------------ resume after SIGKILL */
 
 /* Losses by step from run.out_dir/log.jsonl (the last line of each step wins). */
