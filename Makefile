@@ -5,6 +5,8 @@
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-gpu   CUDA tests against the CPU reference (says so when no GPU is present)
 #   make deps       install the Debian packages mcm needs (tools/install-deps.sh)
+#   make demo-shards  training data for ./train configs/demo.ini from the committed demo model
+#   make demo       the demo model from nothing (tools/demo.sh): data, every stage, evaluation
 
 CUDA ?= auto
 SAN ?= 0
@@ -159,7 +161,7 @@ BENCH_CPU := $(BUILD)/tools/bench_cpu
 WORKBENCH_CU := $(wildcard tools/workbench/*.cu)
 WORKBENCH_BIN := $(WORKBENCH_CU:tools/workbench/%.cu=$(BUILD)/workbench/%)
 
-.PHONY: all test test-gpu bench bench-cpu workbench demo-data demo deps clean FORCE
+.PHONY: all test test-gpu bench bench-cpu workbench demo-data demo-shards demo deps clean FORCE
 all: $(BINS) $(TOOLS_BIN)
 
 $(BUILD)/%.o: %.c
@@ -237,6 +239,14 @@ endif
 DEMO_CLIPS ?= 200
 demo-data: $(BUILD)/tools/make_demo_dataset
 	./$(BUILD)/tools/make_demo_dataset --out data/demo --clips $(DEMO_CLIPS) --seconds 10.24 --seed 0
+
+# Training shards for `./train configs/demo.ini` from the committed demo model: the demo
+# dataset (made if missing) in the demo's 2.56 s segments, with the demo VAE's latents and the
+# demo text tower's caption embeddings.
+demo-shards: all
+	@[ -e data/demo/manifest.json ] || ./$(BUILD)/tools/make_demo_dataset --out data/demo --clips $(DEMO_CLIPS) --seconds 10.24 --seed 0
+	./prepare --manifest data/demo/manifest.json --out data/demo/shards --overwrite --config configs/demo.ini \
+	  --vae checkpoints/demo/vae.h5 --text-encoder checkpoints/demo/text_encoder.h5 --tokenizer checkpoints/demo/tokenizer
 
 # The whole demo chain from nothing (tools/demo.sh): dataset, shards, VAE, vocoder, teacher,
 # student, bundle (checkpoints/demo), samples and the evaluation report. Resumable.

@@ -204,11 +204,11 @@ stage distill_noadv "$RUNS/demo_noadv/student.h5" -- \
 make_bundle() {
   mkdir -p "$BUNDLE/tokenizer"
   cp "$RUNS/demo_teacher/unet.h5" "$RUNS/demo/student.h5" "$RUNS/demo_vae/vae.h5" "$RUNS/demo_vocoder/vocoder.h5" \
-    "$RUNS/demo_teacher/text_encoder.h5" "$BUNDLE/"
+    "$RUNS/demo_teacher/text_encoder.h5" "$RUNS/demo/bridge.h5" "$BUNDLE/"
   cp "$RUNS/demo_teacher/tokenizer/vocab.json" "$RUNS/demo_teacher/tokenizer/merges.txt" "$BUNDLE/tokenizer/"
 }
 stage bundle "$BUNDLE/unet.h5" "$BUNDLE/student.h5" "$BUNDLE/vae.h5" "$BUNDLE/vocoder.h5" "$BUNDLE/text_encoder.h5" \
-  "$BUNDLE/tokenizer/vocab.json" "$BUNDLE/tokenizer/merges.txt" -- make_bundle
+  "$BUNDLE/bridge.h5" "$BUNDLE/tokenizer/vocab.json" "$BUNDLE/tokenizer/merges.txt" -- make_bundle
 # The ablation's bundle: the same files with its student.
 NOADV_BUNDLE=$RUNS/demo_noadv/bundle
 make_noadv_bundle() {
