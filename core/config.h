@@ -88,6 +88,11 @@ typedef struct Config {
     int64_t upsample_initial_channel;
     CfgIntList upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes, resblock_dilations;
     double mel_weight;
+    double fm_weight;                    /* train.adversarial: feature matching */
+    CfgIntList disc_periods, disc_period_channels;
+    int64_t disc_scales;
+    CfgIntList disc_scale_channels, disc_scale_groups;
+    bool disc_spectral_norm;
   } vocoder_train;
   struct {
     bool joint;                      /* train a text tower with the teacher (demo scale) */

@@ -76,7 +76,8 @@ const CfgKey MCM_SCHEMA[] = {
     ENUM(train, precision, "bf16", "fp32|bf16",
          "compute precision of the forward/backward (master weights stay fp32)"),
     BOOL(train, adversarial, "true",
-         "add the AudioMAE discriminator loss (distill mode); false = consistency loss only"),
+         "distill: add the AudioMAE discriminator loss (false = consistency loss only); vocoder: HiFi-GAN's "
+         "multi-period and multi-scale discriminators (false = the quick start, mel L1 + multi-resolution STFT)"),
     FLOAT(train, lambda_distill, "3.0", 0, NOMAX, "weight of the consistency loss: L = L_adv + lambda L_distill"),
     INT(train, num_ddim_steps, "50", 1, 1000, "N, points of the teacher's DDIM solver grid"),
     INT(train, skip_k, "20", 1, 1000, "k, timesteps between neighbouring grid points (N k <= 1000)"),
@@ -137,7 +138,27 @@ const CfgKey MCM_SCHEMA[] = {
     INT_LIST(vocoder_train, resblock_dilations, "1,3,5", 1, 64,
              "train.mode = vocoder from scratch: dilations of every residual block (HiFi-GAN V1: 1,3,5)"),
     FLOAT(vocoder_train, mel_weight, "45", 0, NOMAX,
-          "train.mode = vocoder: L = mel_weight |mel(wav^) - mel|_1 + the multi-resolution STFT loss"),
+          "train.mode = vocoder: L = mel_weight |mel(wav^) - mel|_1 + (train.adversarial = false) the multi-resolution "
+          "STFT loss, or (true) HiFi-GAN's least-squares GAN loss + fm_weight x feature matching"),
+    FLOAT(vocoder_train, fm_weight, "2", 0, NOMAX,
+          "train.mode = vocoder, train.adversarial: weight of the feature-matching loss, sum over every "
+          "discriminator layer of mean |f(wav) - f(wav^)| (HiFi-GAN: 2)"),
+    INT_LIST(vocoder_train, disc_periods, "2,3,5,7,11", 1, 65536,
+             "train.mode = vocoder, train.adversarial: one multi-period sub-discriminator per period (HiFi-GAN V1: "
+             "2,3,5,7,11)"),
+    INT_LIST(vocoder_train, disc_period_channels, "32,128,512,1024,1024", 1, 65536,
+             "train.adversarial: channels of each period sub-discriminator's (5,1) convs, stride 3 but the last "
+             "(HiFi-GAN V1: 32,128,512,1024,1024)"),
+    INT(vocoder_train, disc_scales, "3", 0, 4,
+        "train.adversarial: multi-scale sub-discriminators on the waveform average-pooled 0, 1, 2, ... times "
+        "(HiFi-GAN: 3; 0 = none)"),
+    INT_LIST(vocoder_train, disc_scale_channels, "128,128,256,512,1024,1024,1024", 1, 65536,
+             "train.adversarial: channels of the 7 convs of each scale sub-discriminator (kernels 15,41,41,41,41,"
+             "41,5; strides 1,2,2,4,4,1,1)"),
+    INT_LIST(vocoder_train, disc_scale_groups, "1,4,16,16,16,16,1", 1, 65536,
+             "train.adversarial: groups of those 7 convs; each divides its conv's input and output channels"),
+    BOOL(vocoder_train, disc_spectral_norm, "true",
+         "train.adversarial: spectral norm on the first scale's convs (HiFi-GAN); false = weight norm as all others"),
 
     /* ------------------------------------------------------------------ [text] */
     BOOL(text, joint, "false",
@@ -275,13 +296,28 @@ int mcm_schema_cross_check(const Config *cfg, char *why, size_t why_size) {
   fmt_list(mult, a, sizeof a);
   fmt_list(att, b, sizeof b);
 
-  /* The vocoder's discriminators (multi-period, multi-scale) do not exist yet: refuse at
-   * load, before any data is read. */
-  if (!strcmp(cfg->train.mode, "vocoder") && cfg->train.adversarial) {
-    mcm_snprintf(why, why_size,
-                 "train.adversarial = true is not implemented for train.mode = vocoder yet (hint: set "
-                 "train.adversarial = false: mel L1 plus multi-resolution STFT)");
-    return key_of("train", "adversarial");
+  /* The vocoder's multi-scale discriminators: seven convs each, groups that split their
+   * channels (models/hifigan_disc.h). */
+  if (!strcmp(cfg->train.mode, "vocoder") && cfg->train.adversarial && cfg->vocoder_train.disc_scales > 0) {
+    const CfgIntList *ch = &cfg->vocoder_train.disc_scale_channels, *gr = &cfg->vocoder_train.disc_scale_groups;
+    char lc[128], lg[128];
+    fmt_list(ch, lc, sizeof lc);
+    fmt_list(gr, lg, sizeof lg);
+    if (ch->n != 7 || gr->n != 7) {
+      mcm_snprintf(why, why_size, "vocoder_train.disc_scale_%s = %s has %d values: a scale sub-discriminator has 7 "
+                   "convs (one value each)", ch->n != 7 ? "channels" : "groups", ch->n != 7 ? lc : lg,
+                   ch->n != 7 ? ch->n : gr->n);
+      return key_of("vocoder_train", ch->n != 7 ? "disc_scale_channels" : "disc_scale_groups");
+    }
+    for (int j = 0; j < 7; j++) {
+      int64_t cin = j ? ch->v[j - 1] : 1, cout = ch->v[j], g = gr->v[j];
+      if (cin % g || cout % g) {
+        mcm_snprintf(why, why_size, "vocoder_train.disc_scale_groups = %s: conv %d's %lld groups do not divide its "
+                     "%lld input and %lld output channels (vocoder_train.disc_scale_channels = %s)", lg, j,
+                     (long long)g, (long long)cin, (long long)cout, lc);
+        return key_of("vocoder_train", "disc_scale_groups");
+      }
+    }
   }
 
   /* Attention sits on existing levels, each once, in increasing order. */

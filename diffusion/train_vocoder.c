@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/checkpoint.h"
 #include "core/tensorfile.h"
 #include "kernels/math.h"
 #include "kernels/ops.h"
@@ -27,6 +28,7 @@ struct VocoderTrain {
   Hifigan *g, *ema;        /* trained and exported */
   DiffMel *dm;
   MrStft mr;
+  VocoderDisc *disc;       /* train.adversarial, else NULL */
 };
 
 /* ------------------------------------------------------------------ STFT */
@@ -146,8 +148,9 @@ Tensor *mr_stft_loss(Ctx *ctx, const MrStft *m, Tensor *pred, Tensor *target, fl
 
 /* ------------------------------------------------------------------ the objective */
 
-VocoderLoss vocoder_objective(Ctx *ctx, Hifigan *g, const DiffMel *dm, const MrStft *mr, Tensor *mel, Tensor *wav,
-                              float mel_weight) {
+/* ŵ = G(mel)[:, :S] and the weighted mel term, both on the tape. */
+static Tensor *generate(Ctx *ctx, Hifigan *g, const DiffMel *dm, Tensor *mel, Tensor *wav, float mel_weight,
+                        Tensor **l_mel) {
   MCM_CHECK(mel->ndim == 3 && wav->ndim == 2 && mel->shape[0] == wav->shape[0] &&
                 wav->shape[1] == mel->shape[1] * dm->cfg.hop && mel->shape[2] == dm->cfg.n_mels,
             "vocoder_objective: mel %s and wav %s: need (B, T, %d) and (B, T x %d)", TENSOR_SHAPE_STR(mel),
@@ -158,11 +161,118 @@ VocoderLoss vocoder_objective(Ctx *ctx, Hifigan *g, const DiffMel *dm, const MrS
             (long long)out->shape[1], (long long)T, (long long)S);
   Tensor *wh = op_slice(ctx, out, 1, 0, S);                                      /* (B, S) */
   Tensor *mh = op_slice(ctx, diff_mel(ctx, dm, wh), 1, 0, T);                   /* (B, T, M) */
-  Tensor *l_mel = op_scale(ctx, op_mean(ctx, op_abs(ctx, op_sub(ctx, mh, mel))), mel_weight);
+  *l_mel = op_scale(ctx, op_mean(ctx, op_abs(ctx, op_sub(ctx, mh, mel))), mel_weight);
+  return wh;
+}
+
+VocoderLoss vocoder_objective(Ctx *ctx, Hifigan *g, const DiffMel *dm, const MrStft *mr, Tensor *mel, Tensor *wav,
+                              float mel_weight) {
+  Tensor *l_mel;
+  Tensor *wh = generate(ctx, g, dm, mel, wav, mel_weight, &l_mel);
   Tensor *l_stft = mr_stft_loss(ctx, mr, wh, wav, NULL, NULL);
-  VocoderLoss o = {op_add(ctx, l_mel, l_stft), 0, 0};
+  VocoderLoss o = {.loss = op_add(ctx, l_mel, l_stft)};
   tensor_to_host_f32(ctx, l_mel, &o.mel);
   tensor_to_host_f32(ctx, l_stft, &o.stft);
+  return o;
+}
+
+/* ------------------------------------------------------------------ the discriminators */
+
+VocoderDisc *vocoder_disc_create(Ctx *ctx, const HifiganDiscConfig *cfg, AdamWHyper opt, float fm_weight) {
+  VocoderDisc *v = calloc(1, sizeof *v);
+  MCM_CHECK(v, "vocoder_disc_create: out of memory");
+  params_init(&v->ps, "");
+  v->ps.trainable = true;
+  v->d = hifigan_disc_create(ctx, cfg, &v->ps);
+  hifigan_disc_init_random(ctx, v->d);
+  v->opt = adamw_create(ctx, v->d->params, v->d->n_params, opt); /* while they require gradients */
+  hifigan_disc_set_trainable(ctx, v->d, false);
+  v->fm_weight = fm_weight;
+  return v;
+}
+
+void vocoder_disc_destroy(VocoderDisc *v) {
+  if (!v) return;
+  params_free(&v->ps);
+  free(v);
+}
+
+/* mean (x − c)² of every element: c = 1 for "real", 0 for "fake". */
+static Tensor *mean_sq_from(Ctx *ctx, Tensor *x, float c) {
+  if (c == 0.0f) return op_mean(ctx, op_square(ctx, x));
+  Tensor *one = tensor_new(ctx, DT_F32, SHAPE(1));
+  tensor_fill(ctx, one, c);
+  return op_mean(ctx, op_square(ctx, op_sub(ctx, x, one)));
+}
+
+static Tensor *add_or(Ctx *ctx, Tensor *sum, Tensor *t) { return sum ? op_add(ctx, sum, t) : t; }
+
+Tensor *lsgan_disc_loss(Ctx *ctx, const DiscOutput *real, const DiscOutput *fake, int K, float *d_real, float *d_fake) {
+  Tensor *lr = NULL, *lf = NULL;
+  for (int k = 0; k < K; k++) {
+    lr = add_or(ctx, lr, mean_sq_from(ctx, real[k].logits, 1.0f));
+    lf = add_or(ctx, lf, mean_sq_from(ctx, fake[k].logits, 0.0f));
+  }
+  if (d_real) tensor_to_host_f32(ctx, lr, d_real);
+  if (d_fake) tensor_to_host_f32(ctx, lf, d_fake);
+  return op_add(ctx, lr, lf);
+}
+
+Tensor *lsgan_gen_loss(Ctx *ctx, const DiscOutput *fake, int K) {
+  Tensor *l = NULL;
+  for (int k = 0; k < K; k++) l = add_or(ctx, l, mean_sq_from(ctx, fake[k].logits, 1.0f));
+  return l;
+}
+
+Tensor *feature_matching_loss(Ctx *ctx, const DiscOutput *real, const DiscOutput *fake, int K) {
+  Tensor *l = NULL;
+  for (int k = 0; k < K; k++) {
+    MCM_CHECK(real[k].n_fmap == fake[k].n_fmap, "feature_matching_loss: %d and %d feature maps", real[k].n_fmap,
+              fake[k].n_fmap);
+    for (int j = 0; j < real[k].n_fmap; j++)
+      l = add_or(ctx, l, op_mean(ctx, op_abs(ctx, op_sub(ctx, real[k].fmap[j], fake[k].fmap[j]))));
+  }
+  return l;
+}
+
+void vocoder_disc_step(Ctx *ctx, VocoderDisc *v, Tensor *wav, Tensor *fake, float lr, VocoderLoss *out) {
+  HifiganDisc *d = v->d;
+  DiscOutput real_o[HGD_MAX_SUBS], fake_o[HGD_MAX_SUBS];
+  bool was = ctx_set_grad(ctx, true);
+  hifigan_disc_set_trainable(ctx, d, true);
+  params_zero_grad(ctx, d->params, d->n_params);
+  const int mark = tape_mark(ctx);
+  hifigan_disc_forward(ctx, d, tensor_detach(ctx, wav), true, real_o);
+  hifigan_disc_forward(ctx, d, tensor_detach(ctx, fake), true, fake_o);
+  Tensor *loss = lsgan_disc_loss(ctx, real_o, fake_o, d->n, &out->d_real, &out->d_fake);
+  backward_since(ctx, loss, mark);
+  if (v->hook) v->hook(ctx, d->params, d->n_params, v->hook_user);
+  /* after the hook every rank holds the same gradients, so all agree on skipping */
+  out->d_grad_norm = grad_global_norm(ctx, d->params, d->n_params);
+  out->d_skipped = !isfinite(out->d_grad_norm);
+  if (!out->d_skipped) adamw_step(ctx, v->opt, lr);
+  hifigan_disc_set_trainable(ctx, d, false);
+  ctx_set_grad(ctx, was);
+}
+
+VocoderLoss vocoder_gan_objective(Ctx *ctx, Hifigan *g, VocoderDisc *v, const DiffMel *dm, Tensor *mel, Tensor *wav,
+                                  float mel_weight, float lr) {
+  VocoderLoss o = {0};
+  Tensor *l_mel;
+  Tensor *wh = generate(ctx, g, dm, mel, wav, mel_weight, &l_mel); /* (B, S) */
+  vocoder_disc_step(ctx, v, wav, wh, lr, &o);
+  /* The generator's side, through the updated and frozen discriminators; the real
+   * waveform's features are constants. */
+  const int K = v->d->n;
+  DiscOutput real_o[HGD_MAX_SUBS], fake_o[HGD_MAX_SUBS];
+  hifigan_disc_forward(ctx, v->d, tensor_detach(ctx, wav), true, real_o);
+  hifigan_disc_forward(ctx, v->d, wh, true, fake_o);
+  Tensor *adv = lsgan_gen_loss(ctx, fake_o, K);
+  Tensor *fm = op_scale(ctx, feature_matching_loss(ctx, real_o, fake_o, K), v->fm_weight);
+  o.loss = op_add(ctx, op_add(ctx, l_mel, adv), fm);
+  tensor_to_host_f32(ctx, l_mel, &o.mel);
+  tensor_to_host_f32(ctx, adv, &o.adv);
+  tensor_to_host_f32(ctx, fm, &o.fm);
   return o;
 }
 
@@ -214,6 +324,29 @@ int vocoder_config_from(const Config *c, HifiganConfig *hc, McmErr *err) {
   return 0;
 }
 
+int vocoder_disc_config_from(const Config *c, HifiganDiscConfig *dc, McmErr *err) {
+  const CfgIntList *pe = &c->vocoder_train.disc_periods, *pc = &c->vocoder_train.disc_period_channels;
+  const CfgIntList *sc = &c->vocoder_train.disc_scale_channels, *sg = &c->vocoder_train.disc_scale_groups;
+  memset(dc, 0, sizeof *dc);
+  if (pe->n > HGD_MAX_PERIODS || pc->n > HGD_MAX_LAYERS)
+    return mcm_err(err, "[vocoder_train]: at most %d disc_periods and %d disc_period_channels", HGD_MAX_PERIODS,
+                   HGD_MAX_LAYERS);
+  dc->n_periods = pe->n;
+  for (int i = 0; i < pe->n; i++) dc->periods[i] = (int)pe->v[i];
+  dc->n_period_layers = pc->n;
+  for (int j = 0; j < pc->n; j++) dc->period_channels[j] = (int)pc->v[j];
+  dc->n_scales = (int)c->vocoder_train.disc_scales;
+  if (dc->n_scales > 0 && (sc->n != HGD_SCALE_LAYERS || sg->n != HGD_SCALE_LAYERS))
+    return mcm_err(err, "vocoder_train.disc_scale_channels and disc_scale_groups need %d values each (one per conv), "
+                   "they have %d and %d", HGD_SCALE_LAYERS, sc->n, sg->n);
+  for (int j = 0; j < HGD_SCALE_LAYERS && dc->n_scales > 0; j++)
+    dc->scale_channels[j] = (int)sc->v[j], dc->scale_groups[j] = (int)sg->v[j];
+  dc->spectral_norm_first_scale = c->vocoder_train.disc_spectral_norm;
+  McmErr e = {{0}};
+  if (hifigan_disc_config_check(dc, &e)) return mcm_err(err, "[vocoder_train]: %s", e.msg);
+  return 0;
+}
+
 /* Every trainable tensor of `full` (creation order), as a list the trainer owns. */
 static void trainable_list(const ParamSet *full, ParamSet *out) {
   params_init(out, "");
@@ -226,11 +359,6 @@ static void trainable_list(const ParamSet *full, ParamSet *out) {
 
 VocoderTrain *vocoder_train_create(Ctx *ctx, const Config *c, ShardInfo si, int audio_samples, ParamSet *ps,
                                    ParamSet *ps_ema, McmErr *err) {
-  if (c->train.adversarial) {
-    mcm_err(err, "train.adversarial = true is not implemented for train.mode = vocoder yet (the multi-period and "
-                 "multi-scale discriminators); set it to false for the mel + multi-resolution STFT objective");
-    return NULL;
-  }
   if (c->sample.every > 0) {
     mcm_err(err, "sample.every = %lld: training samples need a UNet; set it to 0 for train.mode = vocoder",
             (long long)c->sample.every);
@@ -252,7 +380,15 @@ VocoderTrain *vocoder_train_create(Ctx *ctx, const Config *c, ShardInfo si, int 
             si.hop, si.frames * si.hop);
     return NULL;
   }
-  if (audio_samples < mr_stft_min_samples()) {
+  HifiganDiscConfig dc = {0};
+  if (c->train.adversarial) {
+    if (vocoder_disc_config_from(c, &dc, err)) return NULL;
+    if (audio_samples < hifigan_disc_min_samples(&dc)) {
+      mcm_err(err, "%s: segments of %d samples are shorter than the longest discriminator period (%d; hint: a longer "
+                   "prepare.segment_frames)", sh, audio_samples, hifigan_disc_min_samples(&dc));
+      return NULL;
+    }
+  } else if (audio_samples < mr_stft_min_samples()) {
     mcm_err(err, "%s: segments of %d samples are too short for the 2048-point STFT loss (more than %d needed; hint: a "
                  "longer prepare.segment_frames)", sh, audio_samples, mr_stft_min_samples() - 1);
     return NULL;
@@ -286,7 +422,12 @@ VocoderTrain *vocoder_train_create(Ctx *ctx, const Config *c, ShardInfo si, int 
     hifigan_init_random(ctx, v->g);
   }
   ema_copy(ctx, v->ps_e.p, v->ps_g.p, v->ps_e.n); /* buffers included */
-  v->mr = mr_stft_create(ctx);
+  if (!c->train.adversarial) v->mr = mr_stft_create(ctx); /* the quick start's STFT loss */
+  if (c->train.adversarial) /* after the generator's init: the quick start draws nothing more */
+    v->disc = vocoder_disc_create(ctx, &dc,
+                                  (AdamWHyper){(float)c->train.lr, (float)c->train.beta1, (float)c->train.beta2,
+                                               (float)c->train.adam_eps, (float)c->train.weight_decay},
+                                  (float)c->vocoder_train.fm_weight);
   /* The trainer's lists: the trainable tensors only, in the same order in both. */
   trainable_list(&v->ps_g, ps);
   params_init(ps_ema, "");
@@ -302,16 +443,37 @@ void vocoder_train_destroy(VocoderTrain *v) {
   if (!v) return;
   params_free(&v->ps_g), params_free(&v->ps_e);
   diff_mel_destroy(v->dm);
+  vocoder_disc_destroy(v->disc);
   free(v);
 }
 
-VocoderLoss vocoder_train_loss(Ctx *ctx, VocoderTrain *v, const Batch *b) {
+VocoderDisc *vocoder_train_disc(VocoderTrain *v) { return v->disc; }
+
+int vocoder_train_save(Ctx *ctx, VocoderTrain *v, TensorFile *tf, McmErr *err) {
+  if (!v->disc) return 0;
+  if (params_save(ctx, &v->disc->ps, tf, "disc/", DT_F32, err)) return -1;
+  return checkpoint_save_adamw(ctx, tf, "opt_disc", v->disc->opt, err);
+}
+
+int vocoder_train_load(Ctx *ctx, VocoderTrain *v, TensorFile *tf, McmErr *err) {
+  if (!v->disc) return 0;
+  McmErr e = {{0}};
+  if (params_load(ctx, &v->disc->ps, tf, "disc/", true, &e) ||
+      checkpoint_load_adamw(ctx, tf, "opt_disc", v->disc->opt, &e))
+    return mcm_err(err, "%s (hint: a checkpoint of a train.adversarial = false run has no discriminators; resume it "
+                   "with the same setting)", e.msg);
+  return 0;
+}
+
+VocoderLoss vocoder_train_loss(Ctx *ctx, VocoderTrain *v, const Batch *b, float lr) {
   Tensor *mel = tensor_new(ctx, DT_F32, SHAPE(b->n, 1, b->frames, b->n_mels)); /* (B, 1, T, M) */
   loader_batch_to_tensor(ctx, b, mel);
   Tensor *wav = tensor_new(ctx, DT_F32, SHAPE(b->n, b->audio_samples));       /* (B, S) */
   loader_audio_to_tensor(ctx, b, wav);
   mel = op_reshape(ctx, mel, SHAPE(b->n, b->frames, b->n_mels));
-  return vocoder_objective(ctx, v->g, v->dm, &v->mr, mel, wav, (float)v->cfg->vocoder_train.mel_weight);
+  const float mw = (float)v->cfg->vocoder_train.mel_weight;
+  if (v->disc) return vocoder_gan_objective(ctx, v->g, v->disc, v->dm, mel, wav, mw, lr);
+  return vocoder_objective(ctx, v->g, v->dm, &v->mr, mel, wav, mw);
 }
 
 /* ------------------------------------------------------------------ export */

@@ -1,14 +1,18 @@
 /* [train] mode = vocoder: the HiFi-GAN generator (models/hifigan.h) trained on prepared
- * audio, the quick-start objective of issue 9 (train.adversarial = false: no
- * discriminators). The trainer (trainer.c) owns the loop, the optimizer (AdamW; HiFi-GAN
+ * audio, with either objective of issue 9: the quick start (train.adversarial = false: no
+ * discriminators) or HiFi-GAN's full recipe (train.adversarial = true: the multi-period and
+ * multi-scale discriminators of models/hifigan_disc.h, least-squares GAN, feature matching,
+ * mel L1). The trainer (trainer.c) owns the loop, the generator's optimizer (AdamW; HiFi-GAN
  * trains with β = 0.8, 0.99: configs/demo_vocoder.ini sets them), the gradient clipping,
- * checkpoints, resume, logs and data parallelism; this file owns the network, the
- * differentiable front ends, the objective and the exported weights.
+ * checkpoints, resume, logs and data parallelism; this file owns the networks, the
+ * differentiable front ends, the objectives, the discriminators' optimizer and the exported
+ * weights.
  *
  * Data: shards made with [prepare] keep_audio = true hold, per row, the log-mel (T, M) and
  * the normalised waveform segment (S = T·hop samples) it was computed from.
  *
- * Objective, per process batch of B rows, mel (B, T, M), wav (B, S):
+ * Quick-start objective (train.adversarial = false), per process batch of B rows, mel
+ * (B, T, M), wav (B, S):
  *   ŵ    = hifigan_forward(mel)[:, :S]                               (B, S)
  *   mel  = mel_weight · mean |logmel(ŵ)[:, :T] − mel|                 (the stored mel is the
  *          target: it is logmel(wav)[:, :T], ./prepare's crop)
@@ -18,6 +22,34 @@
  *          (2048, 240, 1200) (Parallel WaveGAN's MultiResolutionSTFTLoss), |X| =
  *          √max(re² + im², 1e-7) as there; norms and means over the whole batch
  *   L    = mel + stft
+ *
+ * Objective with train.adversarial = true (HiFi-GAN V1, in the order of its train.py), per
+ * process batch, with K sub-discriminators D_k (models/hifigan_disc.h; periods, then scales),
+ * each giving logits D_k(·) and feature maps f_kl(·), l < L_k (every conv's output after its
+ * activation, conv_post's included):
+ *   ŵ    = hifigan_forward(mel)[:, :S];  mel as above (mel_weight · mean |logmel(ŵ) − mel|)
+ *   1. the discriminators' step, on ŵ detached:
+ *        L_D = Σ_k [ mean (D_k(wav) − 1)² + mean D_k(ŵ)² ]
+ *        their gradients (all-reduced over ranks by the grad hook), then their own AdamW at
+ *        the generator's scheduled lr with the generator's β, eps and weight decay, no
+ *        clipping (HiFi-GAN clips neither); a non-finite gradient norm skips it
+ *   2. the generator's loss, through the discriminators as they are after that step (frozen:
+ *      no gradient to their weights):
+ *        adv  = Σ_k mean (D_k(ŵ) − 1)²
+ *        fm   = fm_weight · Σ_k Σ_l mean |f_kl(wav) − f_kl(ŵ)|
+ *        L    = mel + adv + fm            (no STFT term: HiFi-GAN has none)
+ *   Each discriminator pass runs in training mode: scale 0's spectral norm does one power
+ *   iteration per call, four per step (real, fake; real, fake), as the PyTorch modules do.
+ *   What differs from the authors' training: the generator keeps plain weights (no weight
+ *   norm; the weights it exports are the same function), the mel term is mcm's (the stored
+ *   mel, fmax of [mel], as in the quick start; HiFi-GAN's loss mel extends to Nyquist), and
+ *   the learning rate follows [train] lr_schedule instead of a per-epoch decay of 0.999.
+ *   The discriminators (weights, spectral vectors) and their AdamW state are saved in every
+ *   checkpoint under "disc/" and "opt_disc" and restored on resume (bit-identical losses).
+ *   Data parallel: every rank holds the same discriminators (broadcast at the start, the
+ *   same mean gradient after the hook), so W ranks of batch B step like one of batch W·B.
+ *   The segments must be at least as long as the longest period (the reflect padding); the
+ *   2048-point STFT's minimum applies only to the quick start.
  *
  * Differentiable front ends, built from ops so that gradients reach ŵ:
  *   framing   reflect padding by n_fft/2 at both ends (torch.stft(center=True) and mel.h: the
@@ -42,6 +74,7 @@
 #include "data/loader.h"
 #include "data/mel.h"
 #include "models/hifigan.h"
+#include "models/hifigan_disc.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -90,12 +123,60 @@ Tensor *mr_stft_loss(Ctx *ctx, const MrStft *m, Tensor *pred, Tensor *target, fl
 
 typedef struct VocoderLoss {
   Tensor *loss;     /* (1) on the tape */
-  float mel, stft;  /* host copies of the two terms (mel already weighted) */
+  float mel, stft;  /* host copies of the terms (mel already weighted; stft 0 with the discriminators) */
+  float adv, fm;    /* the generator's GAN and feature-matching terms (fm weighted); 0 without */
+  float d_real, d_fake; /* the discriminators' loss before their step: Σ_k mean (D_k(wav) − 1)²,
+                           Σ_k mean D_k(ŵ)² */
+  double d_grad_norm;   /* their gradient's global norm (after the hook) */
+  bool d_skipped;       /* that norm was not finite: no discriminator step */
 } VocoderLoss;
 
-/* The objective above: mel (B, T, M), wav (B, S) with S = T·hop. */
+/* The quick-start objective above: mel (B, T, M), wav (B, S) with S = T·hop. */
 VocoderLoss vocoder_objective(Ctx *ctx, Hifigan *g, const DiffMel *dm, const MrStft *mr, Tensor *mel, Tensor *wav,
                               float mel_weight);
+
+/* ------------------------------------------------------------------ train.adversarial = true */
+
+/* Called between the discriminators' gradients and their AdamW step (data parallel: the
+ * mean over ranks, e.g. comm_allreduce_mean). */
+typedef void (*VocoderGradHook)(Ctx *ctx, Tensor *const *params, int n, void *user);
+
+/* The discriminators and their optimizer. */
+typedef struct VocoderDisc {
+  HifiganDisc *d;
+  ParamSet ps;         /* every tensor, spectral buffers included, prefix "" (the checkpoint's names) */
+  AdamW *opt;          /* over d->params */
+  float fm_weight;
+  VocoderGradHook hook;
+  void *hook_user;
+} VocoderDisc;
+
+/* Builds the discriminators (random init from ctx's RNG; load weights over them with
+ * params_load on ->ps) and their AdamW; they are left frozen. Fatal on a config that fails
+ * hifigan_disc_config_check (check user input first). */
+VocoderDisc *vocoder_disc_create(Ctx *ctx, const HifiganDiscConfig *cfg, AdamWHyper opt, float fm_weight);
+void vocoder_disc_destroy(VocoderDisc *v);
+
+/* The least-squares GAN and feature-matching sums over K sub-discriminators' outputs. */
+Tensor *lsgan_disc_loss(Ctx *ctx, const DiscOutput *real, const DiscOutput *fake, int K, float *d_real, float *d_fake);
+Tensor *lsgan_gen_loss(Ctx *ctx, const DiscOutput *fake, int K);
+Tensor *feature_matching_loss(Ctx *ctx, const DiscOutput *real, const DiscOutput *fake, int K);
+
+/* Step 1 above: the discriminators' gradients at wav (B, S) and fake (B, S) (used detached),
+ * computed on their own part of the tape (tape_mark / backward_since: what was recorded
+ * before, the generator's forward, stays for the caller's backward), the hook, the norm and
+ * AdamW at lr. Fills d_real, d_fake, d_grad_norm and d_skipped of *out. The gradients stay in
+ * the discriminators' .grad (zeroed at the start of the next call). */
+void vocoder_disc_step(Ctx *ctx, VocoderDisc *v, Tensor *wav, Tensor *fake, float lr, VocoderLoss *out);
+
+/* The whole adversarial objective above (both steps): mel (B, T, M), wav (B, S), lr the
+ * discriminators' rate for this step. The returned loss is on the tape (the generator's
+ * backward is the caller's). */
+VocoderLoss vocoder_gan_objective(Ctx *ctx, Hifigan *g, VocoderDisc *v, const DiffMel *dm, Tensor *mel, Tensor *wav,
+                                  float mel_weight, float lr);
+
+/* The discriminators' sizes from [vocoder_train]; one clear line in err on a bad value. */
+int vocoder_disc_config_from(const Config *c, HifiganDiscConfig *dc, McmErr *err);
 
 /* The generator's sizes from [vocoder_train] (or vocoder_train.weights' config) and [mel];
  * one clear line in err on a bad combination. */
@@ -110,10 +191,16 @@ typedef struct VocoderTrain VocoderTrain;
 VocoderTrain *vocoder_train_create(Ctx *ctx, const Config *cfg, ShardInfo si, int audio_samples, ParamSet *ps,
                                    ParamSet *ps_ema, McmErr *err);
 void vocoder_train_destroy(VocoderTrain *v);
-/* The loss of one batch (its mels and audio). */
-VocoderLoss vocoder_train_loss(Ctx *ctx, VocoderTrain *v, const Batch *b);
+/* The loss of one batch (its mels and audio); with the discriminators, their step at lr first. */
+VocoderLoss vocoder_train_loss(Ctx *ctx, VocoderTrain *v, const Batch *b, float lr);
 /* Writes <run.out_dir>/vocoder.h5 from the exported copy (rank 0's caller). */
 int vocoder_train_export(Ctx *ctx, VocoderTrain *v, McmErr *err);
+/* The discriminators (NULL with train.adversarial = false). */
+VocoderDisc *vocoder_train_disc(VocoderTrain *v);
+/* Their weights and AdamW state into / from a checkpoint ("disc/<name>", "opt_disc");
+ * no-ops without discriminators. */
+int vocoder_train_save(Ctx *ctx, VocoderTrain *v, TensorFile *tf, McmErr *err);
+int vocoder_train_load(Ctx *ctx, VocoderTrain *v, TensorFile *tf, McmErr *err);
 
 #ifdef __cplusplus
 }

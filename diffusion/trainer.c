@@ -410,6 +410,7 @@ int trainer_save(Trainer *t, McmErr *err) {
   if (!rc) rc = checkpoint_save_adamw(t->ctx, tf, "opt_student", t->opt, err);
   if (!rc && t->adv) rc = adv_save(t->ctx, t->adv, tf, err);
   if (!rc && t->tj) rc = text_joint_save(t->ctx, t->tj, tf, err);
+  if (!rc && t->vo) rc = vocoder_train_save(t->ctx, t->vo, tf, err);
   if (rc) {
     tf_abort(tf);
     return -1;
@@ -457,7 +458,8 @@ static int trainer_load(Trainer *t, const char *path, McmErr *err) {
       get_i64(tf, "loader_seed", &seed, &e) || params_load(t->ctx, &t->ps_student, tf, "student/", true, &e) ||
       params_load(t->ctx, &t->ps_ema, tf, "ema/", true, &e) ||
       checkpoint_load_adamw(t->ctx, tf, "opt_student", t->opt, &e) || checkpoint_load_rng(tf, t->ctx, &e) ||
-      (t->adv && adv_load(t->ctx, t->adv, tf, &e)) || (t->tj && text_joint_load(t->ctx, t->tj, tf, &e)))
+      (t->adv && adv_load(t->ctx, t->adv, tf, &e)) || (t->tj && text_joint_load(t->ctx, t->tj, tf, &e)) ||
+      (t->vo && vocoder_train_load(t->ctx, t->vo, tf, &e)))
     rc = mcm_err(err, "resume from %s: %s", path, e.msg);
   tf_close(tf);
   if (rc) return -1;
@@ -685,6 +687,8 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
     t->vo = vocoder_train_create(ctx, c, loader_info(t->loader), loader_audio_samples(t->loader), &t->ps_student,
                                  &t->ps_ema, err);
     if (!t->vo) goto fail;
+    VocoderDisc *vd = vocoder_train_disc(t->vo);
+    if (vd) vd->hook = heads_grad_hook, vd->hook_user = t; /* the mean gradient over ranks */
     goto optimizer;
   }
   if (check_data(t, err) || read_encoders(t, err)) goto fail;
@@ -749,6 +753,8 @@ optimizer:;
     comm_broadcast(ctx, t->comm, t->ps_ema.p, t->ps_ema.n, 0);
     if (t->tj) comm_broadcast(ctx, t->comm, t->tj->ps.p, t->tj->ps.n, 0);
     if (t->tj) comm_broadcast(ctx, t->comm, t->tj->ps_ema.p, t->tj->ps_ema.n, 0);
+    VocoderDisc *vd = t->vo ? vocoder_train_disc(t->vo) : NULL;
+    if (vd) comm_broadcast(ctx, t->comm, vd->ps.p, vd->ps.n, 0);
   }
   if (c->sample.every > 0 && t->rank == 0 && open_pipeline(t, err)) goto fail;
   if (t->rank == 0) {
@@ -824,6 +830,7 @@ static int step_once(Trainer *t, StepStats *st, McmErr *err) {
 
   Tensor *loss, *real_mel = NULL, *fake_mel = NULL, *adv_c = NULL;
   float distill_h = NAN, g_h = NAN;
+  float voc_fm = 0, voc_d_real = 0, voc_d_fake = 0; /* the vocoder's discriminators (0 without) */
   if (t->vt) {
     int L, h, w;
     vae_train_latent_shape(t->vt, &L, &h, &w);
@@ -833,9 +840,10 @@ static int step_once(Trainer *t, StepStats *st, McmErr *err) {
     goto update;
   }
   if (t->vo) {
-    VocoderLoss vl = vocoder_train_loss(ctx, t->vo, b);
+    VocoderLoss vl = vocoder_train_loss(ctx, t->vo, b, (float)scheduled_lr(t));
     loss = vl.loss;
-    distill_h = vl.mel, g_h = vl.stft;
+    distill_h = vl.mel, g_h = vocoder_train_disc(t->vo) ? vl.adv : vl.stft;
+    voc_fm = vl.fm, voc_d_real = vl.d_real, voc_d_fake = vl.d_fake;
     goto update;
   }
   /* x0 = sampled latent · scale. */
@@ -918,12 +926,13 @@ update:;
   }
   double norm = c->train.grad_clip > 0 ? grad_clip(ctx, t->opt->params, t->opt->n, (float)c->train.grad_clip)
                                        : grad_global_norm(ctx, t->opt->params, t->opt->n);
-  double sums[8] = {loss_h, finite ? 0.0 : 1.0, distill_h, g_h, al.d_real, al.d_fake, al.r1, al.d_acc};
-  comm_allreduce_sum_f64(t->comm, sums, 8);
+  double sums[9] = {loss_h, finite ? 0.0 : 1.0, distill_h, g_h, al.d_real + voc_d_real, al.d_fake + voc_d_fake, al.r1,
+                    al.d_acc, voc_fm};
+  comm_allreduce_sum_f64(t->comm, sums, 9);
   st->loss = sums[0] / t->world;
   st->distill = sums[2] / t->world, st->g_loss = sums[3] / t->world;
   st->d_real = sums[4] / t->world, st->d_fake = sums[5] / t->world, st->r1 = sums[6] / t->world;
-  st->d_acc = sums[7] / t->world;
+  st->d_acc = sums[7] / t->world, st->fm = sums[8] / t->world;
   st->grad_norm = norm;
   st->lr = scheduled_lr(t);
   st->skipped = sums[1] > 0 || !isfinite(norm);
@@ -986,6 +995,9 @@ static void log_step(Trainer *t, const StepStats *st) {
     if (t->adversarial)
       mcm_snprintf(adv, sizeof adv, " | distill %.5g | G %.4g | D real %.4g fake %.4g | R1 %.3g | D acc %.2f",
                    st->distill, st->g_loss, st->d_real, st->d_fake, st->r1, st->d_acc);
+    else if (t->vo && vocoder_train_disc(t->vo))
+      mcm_snprintf(adv, sizeof adv, " | mel %.5g | G %.4g | fm %.4g | D real %.4g fake %.4g", st->distill,
+                   st->g_loss, st->fm, st->d_real, st->d_fake);
     char speed[160];
     if (t->ctx->dev == DEV_CPU)
       mcm_snprintf(speed, sizeof speed, "%.1f GFLOP/s", tflops * 1e3);
@@ -1008,6 +1020,9 @@ static void log_step(Trainer *t, const StepStats *st) {
   if (t->adversarial)
     fprintf(t->log, ", \"distill\": %.9g, \"g_loss\": %.9g, \"d_real\": %.9g, \"d_fake\": %.9g, \"r1\": %.9g, \"d_acc\": %.6g",
             st->distill, st->g_loss, st->d_real, st->d_fake, st->r1, st->d_acc);
+  else if (t->vo && vocoder_train_disc(t->vo))
+    fprintf(t->log, ", \"mel\": %.9g, \"g_loss\": %.9g, \"fm\": %.9g, \"d_real\": %.9g, \"d_fake\": %.9g",
+            st->distill, st->g_loss, st->fm, st->d_real, st->d_fake);
   fprintf(t->log, "}\n");
   fflush(t->log);
 }

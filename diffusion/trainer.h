@@ -40,13 +40,15 @@
  * checkpoint.every steps, at the last step and on SIGTERM/SIGINT; the newest checkpoint.keep
  * are kept. Each holds the student ("student/<param>"), its EMA ("ema/<param>"), the AdamW
  * state ("opt_student/..."), the heads and their optimizer ("adv/", with the
- * discriminator), the step, the RNG position, the loader position, the NaN
+ * discriminator), the vocoder's discriminators and their optimizer ("disc/", "opt_disc", with
+ * train.mode = vocoder and train.adversarial), the step, the RNG position, the loader position, the NaN
  * counters and the resolved configuration. Resuming restores all of it, so a resumed CPU run
  * gives bit-identical losses to an uninterrupted one.
  *
  * Logs (rank 0): a line every run.log_every steps on stdout, and the same values as JSON
  * lines in run.out_dir/log.jsonl: step, loss, grad_norm, lr, samples_per_s, skipped (and
- * distill, g_loss, d_real, d_fake, r1, d_acc with the discriminator).
+ * distill, g_loss, d_real, d_fake, r1, d_acc with the discriminator; mel, g_loss, fm, d_real,
+ * d_fake with the vocoder's).
  *
  * Samples (rank 0, sample.every > 0): every sample.every steps the EMA weights are copied
  * into the UNet of an ./infer bundle (sample.bundle; its UNet must have the same parameters)
@@ -73,10 +75,14 @@ typedef struct TrainerOptions {
   bool quiet; /* no log lines on stdout (the JSON log is still written) */
 } TrainerOptions;
 
+/* train.mode = vocoder reports its terms in the same fields: distill = the weighted mel L1,
+ * g_loss = the multi-resolution STFT term (quick start) or the least-squares GAN term, and
+ * with the discriminators fm, d_real and d_fake (train_vocoder.h). */
 typedef struct StepStats {
   double loss;      /* mean over ranks: L = L_adv + λ·L_distill with the discriminator, else L_distill */
   double distill, g_loss;               /* the two terms (g_loss NaN without the discriminator) */
   double d_real, d_fake, r1, d_acc;     /* the heads' step (0 without it) */
+  double fm;                            /* vocoder with discriminators: feature matching (weighted), else 0 */
   double grad_norm; /* before clipping */
   double lr;
   bool skipped;     /* non-finite loss or gradient: no update */

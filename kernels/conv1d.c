@@ -4,7 +4,7 @@
 
 #include "cuda_api.h"
 
-Conv1dArgs conv1d_args(int stride, int pad, int dilation) { return (Conv1dArgs){stride, pad, pad, dilation, false}; }
+Conv1dArgs conv1d_args(int stride, int pad, int dilation) { return (Conv1dArgs){stride, pad, pad, dilation, false, 1}; }
 
 int conv1d_out_len(int T, int K, Conv1dArgs a) {
   int64_t span = (int64_t)T + a.pad_left + a.pad_right - (int64_t)a.dilation * (K - 1) - 1;
@@ -48,13 +48,13 @@ void conv1d_forward_cpu(float *y, const float *x, const float *w, const float *b
                         int K, Conv1dArgs a) {
   if (!a.circular) {
     conv2d_forward_cpu(y, x, w, b, B, CIN, 1, T, COUT, 1, K,
-                       conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation));
+                       conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation, a.groups));
     return;
   }
   int TP = T + a.pad_left + a.pad_right;
   float *xp = MALLOC_CHECK((size_t)B * CIN * TP * sizeof(float)); /* (B, CIN, TP) */
   wrap_pad(xp, x, (int64_t)B * CIN, T, TP, a.pad_left);
-  conv2d_forward_cpu(y, xp, w, b, B, CIN, 1, TP, COUT, 1, K, conv1d_as_2d(a.stride, 0, 0, a.dilation));
+  conv2d_forward_cpu(y, xp, w, b, B, CIN, 1, TP, COUT, 1, K, conv1d_as_2d(a.stride, 0, 0, a.dilation, a.groups));
   free(xp);
 }
 
@@ -62,7 +62,7 @@ void conv1d_backward_cpu(float *dx, float *dw, float *db, const float *dy, const
                          int CIN, int T, int COUT, int K, Conv1dArgs a) {
   if (!a.circular) {
     conv2d_backward_cpu(dx, dw, db, dy, x, w, B, CIN, 1, T, COUT, 1, K,
-                        conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation));
+                        conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation, a.groups));
     return;
   }
   /* The conv runs on the wrap-padded copy; its input gradient folds back onto x. */
@@ -71,7 +71,8 @@ void conv1d_backward_cpu(float *dx, float *dw, float *db, const float *dy, const
   float *xp = MALLOC_CHECK((size_t)R * TP * sizeof(float));             /* (B, CIN, TP) */
   float *dxp = dx ? CALLOC_CHECK((size_t)R * TP, sizeof(float)) : NULL; /* (B, CIN, TP) */
   wrap_pad(xp, x, R, T, TP, a.pad_left);
-  conv2d_backward_cpu(dxp, dw, db, dy, xp, w, B, CIN, 1, TP, COUT, 1, K, conv1d_as_2d(a.stride, 0, 0, a.dilation));
+  conv2d_backward_cpu(dxp, dw, db, dy, xp, w, B, CIN, 1, TP, COUT, 1, K,
+                      conv1d_as_2d(a.stride, 0, 0, a.dilation, a.groups));
   if (dx) wrap_add(dx, dxp, R, T, TP, a.pad_left);
   free(dxp);
   free(xp);
@@ -87,7 +88,7 @@ void conv1d_backward_cpu(float *dx, float *dw, float *db, const float *dy, const
  * and the bias is added (and its gradient summed) outside, on the (B, COUT, TO) side. */
 
 static Conv2dArgs adjoint_conv(ConvTranspose1dArgs a) {
-  return conv1d_as_2d(a.stride, a.padding, a.padding, a.dilation);
+  return conv1d_as_2d(a.stride, a.padding, a.padding, a.dilation, 1);
 }
 
 void conv_transpose1d_forward_cpu(float *y, const float *x, const float *w, const float *b, int B, int CIN, int T,
@@ -135,13 +136,16 @@ static const char *op_label(char *buf, size_t size, const char *op, const Tensor
   return buf;
 }
 
-/* Shapes and dtypes common to both ops: x (B, CIN, T), w 3-D with CIN at dimension cin_dim,
- * b (w's size at cout_dim). */
+/* Shapes and dtypes common to both ops: x (B, CIN, T), w 3-D with CIN/groups at dimension
+ * cin_dim, b (w's size at cout_dim). */
 static void check_inputs(Ctx *ctx, const char *op, const Tensor *x, const Tensor *w, const Tensor *b, int cin_dim,
-                         int cout_dim) {
+                         int cout_dim, int groups) {
   CHECK_SHAPE(op, x, -1, -1, -1);
+  MCM_CHECK(groups >= 1 && x->shape[1] % groups == 0 && w->ndim == 3 && w->shape[cout_dim] % groups == 0,
+            "%s: groups %d must divide the %lld input channels and w %s's %lld output channels", op, groups,
+            (long long)x->shape[1], TENSOR_SHAPE_STR(w), (long long)(w->ndim == 3 ? w->shape[cout_dim] : -1));
   int64_t want_w[3] = {-1, -1, -1};
-  want_w[cin_dim] = x->shape[1];
+  want_w[cin_dim] = x->shape[1] / groups;
   tensor_check_shape(__FILE__, __LINE__, op, "w", w, 3, want_w);
   if (b) CHECK_SHAPE(op, b, w->shape[cout_dim]);
   if (ctx->dev == DEV_CPU) {
@@ -186,7 +190,8 @@ static void conv1d_backward(Ctx *ctx, TapeNode *node) {
 Tensor *op_conv1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv1dArgs a) {
   char op[192];
   op_label(op, sizeof op, "conv1d", w);
-  check_inputs(ctx, op, x, w, b, 1, 0);
+  MCM_CHECK(a.groups >= 0, "%s: groups %d must be >= 0 (0 and 1: dense)", op, a.groups);
+  check_inputs(ctx, op, x, w, b, 1, 0, conv1d_groups(a));
   MCM_CHECK(a.stride >= 1 && a.dilation >= 1 && a.pad_left >= 0 && a.pad_right >= 0,
             "%s: stride %d and dilation %d must be >= 1, padding %d/%d >= 0", op, a.stride, a.dilation, a.pad_left,
             a.pad_right);
@@ -230,7 +235,7 @@ Tensor *op_conv_transpose1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, int strid
                             int dilation) {
   char op[192];
   op_label(op, sizeof op, "conv_transpose1d", w);
-  check_inputs(ctx, op, x, w, b, 0, 1);
+  check_inputs(ctx, op, x, w, b, 0, 1, 1);
   ConvTranspose1dArgs a = {stride, padding, output_padding, dilation};
   MCM_CHECK(stride >= 1 && dilation >= 1 && padding >= 0, "%s: stride %d and dilation %d must be >= 1, padding %d >= 0",
             op, stride, dilation, padding);

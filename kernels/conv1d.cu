@@ -3,7 +3,8 @@
  * Both run through conv2d's cuDNN launchers on (B, C, 1, T) views of the same memory, so
  * they inherit its choices: fp32 storage with FMA math (no TF32), bf16 storage with fp32
  * compute, deterministic algorithms preferred, asymmetric zero padding by an explicit copy.
- *  - conv1d, zero padding: conv2d_forward_cuda / conv2d_backward_cuda directly.
+ *  - conv1d, zero padding: conv2d_forward_cuda / conv2d_backward_cuda directly (groups too:
+ *    cuDNN's group count).
  *  - conv1d, circular: a wrap-padded copy of x in the arena (wrap_pad_kernel), an unpadded
  *    conv over it; backward runs the data gradient into a zeroed padded buffer and folds it
  *    back onto dx (wrap_add_kernel, a gather: no atomics, a fixed order).
@@ -124,7 +125,7 @@ void wrap_add(Ctx *ctx, Tensor *dx, const void *dxp, int LP, int left) {
 }
 
 /* The conv2d arguments of the conv that conv_transpose1d is the adjoint of. */
-Conv2dArgs adjoint_conv(ConvTranspose1dArgs a) { return conv1d_as_2d(a.stride, a.padding, a.padding, a.dilation); }
+Conv2dArgs adjoint_conv(ConvTranspose1dArgs a) { return conv1d_as_2d(a.stride, a.padding, a.padding, a.dilation, 1); }
 
 }  // namespace
 
@@ -133,39 +134,45 @@ Conv2dArgs adjoint_conv(ConvTranspose1dArgs a) { return conv1d_as_2d(a.stride, a
 void conv1d_forward_cuda(Ctx *ctx, Tensor *y, const Tensor *x, const Tensor *w, const Tensor *b, Conv1dArgs a) {
   const char *op = "conv1d_forward_cuda";
   DType dt = check_x(op, x);
-  MCM_CHECK(w->ndim == 3, "%s: w has shape %s, expected (COUT, CIN, K)", op, ShapeStr(w).c_str());
-  int64_t B = x->shape[0], CIN = x->shape[1], COUT = w->shape[0], K = w->shape[2];
+  MCM_CHECK(w->ndim == 3, "%s: w has shape %s, expected (COUT, CIN/G, K)", op, ShapeStr(w).c_str());
+  int64_t B = x->shape[0], CIN = x->shape[1], COUT = w->shape[0], K = w->shape[2], G = conv1d_groups(a);
+  MCM_CHECK(a.groups >= 0 && CIN % G == 0 && COUT % G == 0, "%s: groups %d must divide CIN %lld and COUT %lld", op,
+            a.groups, (long long)CIN, (long long)COUT);
   MCM_CHECK(a.stride >= 1 && a.dilation >= 1 && a.pad_left >= 0 && a.pad_right >= 0,
             "%s: stride and dilation must be >= 1 and padding >= 0", op);
   int TO = conv1d_out_len((int)x->shape[2], (int)K, a);
   MCM_CHECK(TO >= 1, "%s: x %s is shorter than the kernel %s after padding", op, ShapeStr(x).c_str(),
             ShapeStr(w).c_str());
-  check3(op, "w", w, dt, COUT, CIN, K);
+  check3(op, "w", w, dt, COUT, CIN / G, K);
   check3(op, "y", y, dt, B, COUT, TO);
   if (b) check_bias(op, "b", b, dt, COUT);
 
   Tensor y4 = view4(y), w4 = view4(w);
   if (!a.circular) {
     Tensor x4 = view4(x);
-    conv2d_forward_cuda(ctx, &y4, &x4, &w4, b, conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation));
+    conv2d_forward_cuda(ctx, &y4, &x4, &w4, b,
+                        conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation, a.groups));
     return;
   }
   int LP = (int)x->shape[2] + a.pad_left + a.pad_right;
   Tensor xp4 = view4(dt, wrap_padded(ctx, x, LP, a.pad_left), B, CIN, LP); /* (B, CIN, 1, LP) */
-  conv2d_forward_cuda(ctx, &y4, &xp4, &w4, b, conv1d_as_2d(a.stride, 0, 0, a.dilation));
+  conv2d_forward_cuda(ctx, &y4, &xp4, &w4, b, conv1d_as_2d(a.stride, 0, 0, a.dilation, a.groups));
 }
 
 void conv1d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
                           const Tensor *w, Conv1dArgs a) {
   const char *op = "conv1d_backward_cuda";
   DType dt = check_x(op, x);
-  MCM_CHECK(w->ndim == 3, "%s: w has shape %s, expected (COUT, CIN, K)", op, ShapeStr(w).c_str());
+  MCM_CHECK(w->ndim == 3, "%s: w has shape %s, expected (COUT, CIN/G, K)", op, ShapeStr(w).c_str());
   int64_t B = x->shape[0], CIN = x->shape[1], L = x->shape[2], COUT = w->shape[0], K = w->shape[2];
+  int64_t G = conv1d_groups(a);
+  MCM_CHECK(a.groups >= 0 && CIN % G == 0 && COUT % G == 0, "%s: groups %d must divide CIN %lld and COUT %lld", op,
+            a.groups, (long long)CIN, (long long)COUT);
   int TO = conv1d_out_len((int)L, (int)K, a);
-  check3(op, "w", w, dt, COUT, CIN, K);
+  check3(op, "w", w, dt, COUT, CIN / G, K);
   check3(op, "dy", dy, dt, B, COUT, TO);
   if (dx) check3(op, "dx", dx, dt, B, CIN, L);
-  if (dw) check3(op, "dw", dw, dt, COUT, CIN, K);
+  if (dw) check3(op, "dw", dw, dt, COUT, CIN / G, K);
   if (db) check_bias(op, "db", db, dt, COUT);
   if (!dx && !dw && !db) return;
 
@@ -173,7 +180,7 @@ void conv1d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Te
   if (!a.circular) {
     Tensor x4 = view4(x), dx4 = dx ? view4(dx) : Tensor{};
     conv2d_backward_cuda(ctx, dx ? &dx4 : NULL, dw ? &dw4 : NULL, db, &dy4, &x4, &w4,
-                         conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation));
+                         conv1d_as_2d(a.stride, a.pad_left, a.pad_right, a.dilation, a.groups));
     return;
   }
   /* The conv ran on the wrap-padded copy: its filter gradient needs that copy again (conv2d
@@ -187,7 +194,7 @@ void conv1d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Te
     cuda_memset(ctx, dxp4.data, 0, padded_bytes); /* conv2d accumulates into it */
   }
   conv2d_backward_cuda(ctx, dx ? &dxp4 : NULL, dw ? &dw4 : NULL, db, &dy4, &xp4, &w4,
-                       conv1d_as_2d(a.stride, 0, 0, a.dilation));
+                       conv1d_as_2d(a.stride, 0, 0, a.dilation, a.groups));
   if (dx) wrap_add(ctx, dx, dxp4.data, LP, a.pad_left);
 }
 

@@ -5,7 +5,7 @@
 
 #include "cuda_api.h"
 
-Conv2dArgs conv2d_args(int stride, int pad) { return (Conv2dArgs){stride, stride, pad, pad, pad, pad, 1, 1}; }
+Conv2dArgs conv2d_args(int stride, int pad) { return (Conv2dArgs){stride, stride, pad, pad, pad, pad, 1, 1, 1}; }
 
 static int out_size(int in, int pad0, int pad1, int dil, int k, int stride) {
   return (in + pad0 + pad1 - dil * (k - 1) - 1) / stride + 1;
@@ -51,13 +51,17 @@ void conv2d_forward_cpu(float *y, const float *x, const float *w, const float *b
                         int COUT, int KH, int KW, Conv2dArgs a) {
   int HO = out_size(H, a.pad_top, a.pad_bottom, a.dil_h, KH, a.stride_h);
   int WO = out_size(W, a.pad_left, a.pad_right, a.dil_w, KW, a.stride_w);
-  int K = CIN * KH * KW, P = HO * WO;
+  const int G = conv2d_groups(a), CG = CIN / G, OG = COUT / G; /* channels per group */
+  int K = CG * KH * KW, P = HO * WO;
   float *col = MALLOC_CHECK((size_t)K * P * sizeof(float));
   for (int n = 0; n < B; n++) {
-    im2col(col, x + (int64_t)n * CIN * H * W, CIN, H, W, KH, KW, HO, WO, a);
     float *yn = y + (int64_t)n * COUT * P;
-    /* yn (COUT, P) = w (COUT, K) · col (K, P) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, COUT, P, K, 1.0f, w, K, col, P, 0.0f, yn, P);
+    for (int g = 0; g < G; g++) {
+      im2col(col, x + ((int64_t)n * CIN + (int64_t)g * CG) * H * W, CG, H, W, KH, KW, HO, WO, a);
+      /* yn[group g] (OG, P) = w[group g] (OG, K) · col (K, P) */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OG, P, K, 1.0f, w + (int64_t)g * OG * K, K, col, P, 0.0f,
+                  yn + (int64_t)g * OG * P, P);
+    }
     if (b)
       for (int o = 0; o < COUT; o++)
         for (int p = 0; p < P; p++) yn[(int64_t)o * P + p] += b[o];
@@ -69,22 +73,30 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dy, const
                          int CIN, int H, int W, int COUT, int KH, int KW, Conv2dArgs a) {
   int HO = out_size(H, a.pad_top, a.pad_bottom, a.dil_h, KH, a.stride_h);
   int WO = out_size(W, a.pad_left, a.pad_right, a.dil_w, KW, a.stride_w);
-  int K = CIN * KH * KW, P = HO * WO;
+  const int G = conv2d_groups(a), CG = CIN / G, OG = COUT / G;
+  int K = CG * KH * KW, P = HO * WO;
   float *col = MALLOC_CHECK((size_t)K * P * sizeof(float));
-  for (int n = 0; n < B; n++) {
-    const float *dyn = dy + (int64_t)n * COUT * P;
-    if (dw) { /* dw (COUT, K) += dyn (COUT, P) · colᵀ (P, K) */
-      im2col(col, x + (int64_t)n * CIN * H * W, CIN, H, W, KH, KW, HO, WO, a);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, COUT, K, P, 1.0f, dyn, P, col, P, 1.0f, dw, K);
+  for (int n = 0; n < B; n++)
+    for (int g = 0; g < G; g++) {
+      const float *dyg = dy + ((int64_t)n * COUT + (int64_t)g * OG) * P; /* (OG, P) */
+      const int64_t xoff = ((int64_t)n * CIN + (int64_t)g * CG) * H * W;
+      const float *wg = w + (int64_t)g * OG * K;                        /* (OG, K) */
+      if (dw) { /* dw[group g] (OG, K) += dyg (OG, P) · colᵀ (P, K) */
+        im2col(col, x + xoff, CG, H, W, KH, KW, HO, WO, a);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OG, K, P, 1.0f, dyg, P, col, P, 1.0f,
+                    dw + (int64_t)g * OG * K, K);
+      }
+      if (dx) { /* dcol (K, P) = wgᵀ (K, OG) · dyg (OG, P), then scatter */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, OG, 1.0f, wg, K, dyg, P, 0.0f, col, P);
+        col2im_add(dx + xoff, col, CG, H, W, KH, KW, HO, WO, a);
+      }
     }
-    if (dx) { /* dcol (K, P) = wᵀ (K, COUT) · dyn (COUT, P), then scatter */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, COUT, 1.0f, w, K, dyn, P, 0.0f, col, P);
-      col2im_add(dx + (int64_t)n * CIN * H * W, col, CIN, H, W, KH, KW, HO, WO, a);
-    }
-    if (db)
+  if (db)
+    for (int n = 0; n < B; n++) {
+      const float *dyn = dy + (int64_t)n * COUT * P;
       for (int o = 0; o < COUT; o++)
         for (int p = 0; p < P; p++) db[o] += dyn[(int64_t)o * P + p];
-  }
+    }
   free(col);
 }
 
@@ -113,7 +125,13 @@ static void conv2d_backward(Ctx *ctx, TapeNode *node) {
 
 Tensor *op_conv2d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv2dArgs a) {
   CHECK_SHAPE("conv2d", x, -1, -1, -1, -1);
-  CHECK_SHAPE("conv2d", w, -1, x->shape[1], -1, -1);
+  const int G = conv2d_groups(a);
+  MCM_CHECK(a.groups >= 0 && x->shape[1] % G == 0,
+            "conv2d '%s': groups %d must be >= 0 and divide the %lld input channels", w->name ? w->name : "?",
+            a.groups, (long long)x->shape[1]);
+  CHECK_SHAPE("conv2d", w, -1, x->shape[1] / G, -1, -1);
+  MCM_CHECK(w->shape[0] % G == 0, "conv2d '%s': groups %d must divide the %lld output channels",
+            w->name ? w->name : "?", G, (long long)w->shape[0]);
   if (b) CHECK_SHAPE("conv2d", b, w->shape[0]);
   if (ctx->dev == DEV_CPU) CHECK_DTYPE("conv2d (CPU reference computes in fp32)", x, DT_F32);
   MCM_CHECK(a.stride_h >= 1 && a.stride_w >= 1 && a.dil_h >= 1 && a.dil_w >= 1 && a.pad_top >= 0 &&

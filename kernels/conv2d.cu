@@ -1,5 +1,6 @@
 /* conv2d on the GPU (see conv2d.h): cuDNN's legacy convolution API for the products,
- * small kernels for padding, bias and bias gradient.
+ * small kernels for padding, bias and bias gradient. Groups go to cuDNN as the
+ * convolution's group count (filter descriptor (COUT, CIN/G, KH, KW)).
  *
  * - Storage fp32 or bf16, NCHW; compute fp32 (bf16 tensors with a CUDNN_DATA_FLOAT
  *   convolution). fp32 runs force CUDNN_FMA_MATH: cuDNN's default math would use TF32 on
@@ -26,7 +27,8 @@ const int kThreads = 256; /* a multiple of 32 */
  * HP x WP that already holds the extra zero rows/columns when `padded`. */
 struct ConvGeom {
   int B, CIN, H, W;           /* x */
-  int COUT, KH, KW;           /* w */
+  int COUT, KH, KW;           /* w: (COUT, CIN/G, KH, KW) */
+  int G;                      /* groups */
   int HO, WO;                 /* y */
   int pad_h, pad_w;           /* symmetric part, given to cuDNN */
   int ext_top, ext_left;      /* explicit zero rows above / columns left of x in the copy */
@@ -39,8 +41,11 @@ void check_int_size(const char *op, const char *what, int64_t v) {
 }
 
 ConvGeom conv_geom(const char *op, const Tensor *x, const Tensor *w, Conv2dArgs a) {
-  MCM_CHECK(x->ndim == 4 && w->ndim == 4 && w->shape[1] == x->shape[1],
-            "%s: x %s and w %s are not (B,CIN,H,W), (COUT,CIN,KH,KW)", op, ShapeStr(x).c_str(), ShapeStr(w).c_str());
+  const int G = conv2d_groups(a);
+  MCM_CHECK(a.groups >= 0 && x->ndim == 4 && w->ndim == 4 && x->shape[1] % G == 0 && w->shape[0] % G == 0 &&
+                w->shape[1] * G == x->shape[1],
+            "%s: x %s and w %s are not (B,CIN,H,W), (COUT,CIN/G,KH,KW) with G = %d dividing CIN and COUT", op,
+            ShapeStr(x).c_str(), ShapeStr(w).c_str(), a.groups);
   MCM_CHECK(a.stride_h >= 1 && a.stride_w >= 1 && a.dil_h >= 1 && a.dil_w >= 1 && a.pad_top >= 0 &&
                 a.pad_bottom >= 0 && a.pad_left >= 0 && a.pad_right >= 0,
             "%s: stride and dilation must be >= 1 and padding >= 0", op);
@@ -49,6 +54,7 @@ ConvGeom conv_geom(const char *op, const Tensor *x, const Tensor *w, Conv2dArgs 
   ConvGeom g;
   g.B = (int)x->shape[0], g.CIN = (int)x->shape[1], g.H = (int)x->shape[2], g.W = (int)x->shape[3];
   g.COUT = (int)w->shape[0], g.KH = (int)w->shape[2], g.KW = (int)w->shape[3];
+  g.G = G;
   g.pad_h = a.pad_top < a.pad_bottom ? a.pad_top : a.pad_bottom;
   g.pad_w = a.pad_left < a.pad_right ? a.pad_left : a.pad_right;
   g.ext_top = a.pad_top - g.pad_h;
@@ -165,7 +171,7 @@ const void *padded_input(Ctx *ctx, const Tensor *x, const ConvGeom &g) {
 
 struct ConvDescs {
   cudnnTensorDescriptor_t x, y;       /* (B,CIN,HP,WP), (B,COUT,HO,WO) */
-  cudnnFilterDescriptor_t w;          /* (COUT,CIN,KH,KW) */
+  cudnnFilterDescriptor_t w;          /* (COUT,CIN/G,KH,KW) */
   cudnnConvolutionDescriptor_t conv;
   bool fp32;
 };
@@ -180,9 +186,10 @@ ConvDescs descs_create(const char *op, const ConvGeom &g, Conv2dArgs a, DType dt
   CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d.conv));
   CUDNN_CHECK(cudnnSetTensor4dDescriptor(d.x, CUDNN_TENSOR_NCHW, cdt, g.B, g.CIN, g.HP, g.WP));
   CUDNN_CHECK(cudnnSetTensor4dDescriptor(d.y, CUDNN_TENSOR_NCHW, cdt, g.B, g.COUT, g.HO, g.WO));
-  CUDNN_CHECK(cudnnSetFilter4dDescriptor(d.w, cdt, CUDNN_TENSOR_NCHW, g.COUT, g.CIN, g.KH, g.KW));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(d.w, cdt, CUDNN_TENSOR_NCHW, g.COUT, g.CIN / g.G, g.KH, g.KW));
   CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d.conv, g.pad_h, g.pad_w, a.stride_h, a.stride_w, a.dil_h, a.dil_w,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  CUDNN_CHECK(cudnnSetConvolutionGroupCount(d.conv, g.G));
   CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, d.fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
   int n, c, h, w;
   CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(d.conv, d.x, d.w, &n, &c, &h, &w));
@@ -238,7 +245,7 @@ void conv2d_forward_cuda(Ctx *ctx, Tensor *y, const Tensor *x, const Tensor *w, 
   DType dt = x->dtype;
   MCM_CHECK(dt == DT_F32 || dt == DT_BF16, "%s: x is %s, expected fp32 or bf16", op, dtype_name(dt));
   check_tensor(op, "x", x, dt, g.B, g.CIN, g.H, g.W);
-  check_tensor(op, "w", w, dt, g.COUT, g.CIN, g.KH, g.KW);
+  check_tensor(op, "w", w, dt, g.COUT, g.CIN / g.G, g.KH, g.KW);
   check_tensor(op, "y", y, dt, g.B, g.COUT, g.HO, g.WO);
   if (b) check_bias(op, "b", b, dt, g.COUT);
 
@@ -266,10 +273,10 @@ void conv2d_backward_cuda(Ctx *ctx, Tensor *dx, Tensor *dw, Tensor *db, const Te
   DType dt = x->dtype;
   MCM_CHECK(dt == DT_F32 || dt == DT_BF16, "%s: x is %s, expected fp32 or bf16", op, dtype_name(dt));
   check_tensor(op, "x", x, dt, g.B, g.CIN, g.H, g.W);
-  check_tensor(op, "w", w, dt, g.COUT, g.CIN, g.KH, g.KW);
+  check_tensor(op, "w", w, dt, g.COUT, g.CIN / g.G, g.KH, g.KW);
   check_tensor(op, "dy", dy, dt, g.B, g.COUT, g.HO, g.WO);
   if (dx) check_tensor(op, "dx", dx, dt, g.B, g.CIN, g.H, g.W);
-  if (dw) check_tensor(op, "dw", dw, dt, g.COUT, g.CIN, g.KH, g.KW);
+  if (dw) check_tensor(op, "dw", dw, dt, g.COUT, g.CIN / g.G, g.KH, g.KW);
   if (db) check_bias(op, "db", db, dt, g.COUT);
 
   if (db) channel_bias_grad_cuda(ctx, db, dy);

@@ -43,29 +43,43 @@ Tensor *grad_of(Ctx *ctx, Tensor *t) {
   return t->grad;
 }
 
-static void run_backward(Ctx *ctx) {
+/* Runs nodes [first, n) newest first, then drops them. */
+static void run_backward(Ctx *ctx, int first) {
   bool was = ctx_set_grad(ctx, false); /* backward ops must not record themselves */
   Tape *tape = &ctx->tape;
-  for (int i = tape->n - 1; i >= 0; i--) {
+  for (int i = tape->n - 1; i >= first; i--) {
     TapeNode *node = tape->nodes[i];
     if (node->out->grad) node->backward(ctx, node); /* no gradient reached it: nothing to do */
   }
-  tape_clear(ctx);
+  tape->n = first;
   ctx_set_grad(ctx, was);
 }
 
-void backward(Ctx *ctx, Tensor *loss) {
-  MCM_CHECK(loss->numel == 1, "backward: the loss must have one element, it has shape %s", TENSOR_SHAPE_STR(loss));
-  MCM_CHECK(loss->requires_grad, "backward: the loss does not depend on anything that requires a gradient");
+static void seed_loss(Ctx *ctx, const char *fn, Tensor *loss) {
+  MCM_CHECK(loss->numel == 1, "%s: the loss must have one element, it has shape %s", fn, TENSOR_SHAPE_STR(loss));
+  MCM_CHECK(loss->requires_grad, "%s: the loss does not depend on anything that requires a gradient", fn);
   tensor_fill(ctx, grad_of(ctx, loss), 1.0f);
-  run_backward(ctx);
+}
+
+void backward(Ctx *ctx, Tensor *loss) {
+  seed_loss(ctx, "backward", loss);
+  run_backward(ctx, 0);
 }
 
 void backward_from(Ctx *ctx, Tensor *out, const Tensor *grad_out) {
   CHECK_SAME_SHAPE("backward_from", out, grad_out);
   MCM_CHECK(out->requires_grad, "backward_from: the output does not require a gradient");
   tensor_copy(ctx, grad_of(ctx, out), grad_out);
-  run_backward(ctx);
+  run_backward(ctx, 0);
+}
+
+int tape_mark(const Ctx *ctx) { return ctx->tape.n; }
+
+void backward_since(Ctx *ctx, Tensor *loss, int mark) {
+  MCM_CHECK(mark >= 0 && mark <= ctx->tape.n, "backward_since: mark %d, the tape holds %d nodes (a mark from before "
+            "another backward?)", mark, ctx->tape.n);
+  seed_loss(ctx, "backward_since", loss);
+  run_backward(ctx, mark);
 }
 
 bool ctx_set_grad(Ctx *ctx, bool enabled) {

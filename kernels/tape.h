@@ -42,6 +42,18 @@ void backward(Ctx *ctx, Tensor *loss);
 /* Same, seeding out's gradient with grad_out (same shape). */
 void backward_from(Ctx *ctx, Tensor *out, const Tensor *grad_out);
 
+/* A nested backward: a second loss whose graph was recorded after tape_mark() (on inputs
+ * that are detached from what came before) can be differentiated while the older nodes stay
+ * on the tape for a later backward(). HiFi-GAN's step needs it: the generator's forward is
+ * recorded, the discriminators take their step on the detached output, then the generator
+ * loss goes back through both.
+ *   int mark = tape_mark(ctx); ...D loss...; backward_since(ctx, d_loss, mark);
+ * backward_since runs only the nodes recorded since the mark (newest first) and then drops
+ * them; the nodes before the mark are untouched. A node after the mark that feeds a tensor
+ * recorded before it would leave that gradient unpropagated, so the caller detaches. */
+int tape_mark(const Ctx *ctx);
+void backward_since(Ctx *ctx, Tensor *loss, int mark);
+
 /* t's gradient buffer, created zero-filled on first use (same dtype and device as t). */
 Tensor *grad_of(Ctx *ctx, Tensor *t);
 

@@ -42,9 +42,10 @@ TEST(cli_train_check_prints_resolved_config) {
   EXPECT_STR_CONTAINS(out, "# device: cpu");
 }
 
-TEST(cli_train_unimplemented_mode_fails_honestly) {
-  EXPECT(run("./train configs/tiny.ini --device cpu --set train.mode=vocoder --set train.adversarial=true", out, sizeof out) == 2, "exit 2: %s", out);
-  EXPECT_STR_CONTAINS(out, "not implemented");
+TEST(cli_train_vocoder_discriminator_config_fails_before_work) {
+  EXPECT(run("./train configs/tiny.ini --device cpu --set train.mode=vocoder --set train.adversarial=true "
+             "--set vocoder_train.disc_scale_groups=1,4,16,16,16,16,3", out, sizeof out) == 2, "exit 2: %s", out);
+  EXPECT_STR_CONTAINS(out, "vocoder_train.disc_scale_groups = 1,4,16,16,16,16,3: conv 6's 3 groups do not divide");
 }
 
 TEST(cli_train_bad_inputs) {

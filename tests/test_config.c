@@ -243,6 +243,13 @@ TEST(config_full_file_sets_every_key) {
              "resblock_kernel_sizes = 3,5\n"
              "resblock_dilations = 1,2\n"
              "mel_weight = 30\n"
+             "fm_weight = 1.5\n"
+             "disc_periods = 2,3\n"
+             "disc_period_channels = 8,16\n"
+             "disc_scales = 2\n"
+             "disc_scale_channels = 8,8,16,16,32,32,32\n"
+             "disc_scale_groups = 1,2,4,4,8,8,1\n"
+             "disc_spectral_norm = false\n"
              "[infer]\n"
              "window_frames = 32\n"
              "stride_frames = 8\n"
@@ -287,6 +294,11 @@ TEST(config_full_file_sets_every_key) {
   EXPECT(!strcmp(cfg.checkpoint.dir, "ck") && cfg.checkpoint.every == 7 && cfg.checkpoint.keep == 1 &&
              !strcmp(cfg.checkpoint.init, "weights/teacher.h5"),
          "checkpoint");
+  EXPECT(cfg.vocoder_train.fm_weight == 1.5 && cfg.vocoder_train.disc_periods.n == 2 &&
+             cfg.vocoder_train.disc_period_channels.v[1] == 16 && cfg.vocoder_train.disc_scales == 2 &&
+             cfg.vocoder_train.disc_scale_channels.n == 7 && cfg.vocoder_train.disc_scale_groups.v[4] == 8 &&
+             !cfg.vocoder_train.disc_spectral_norm,
+         "vocoder discriminators");
 }
 
 TEST(config_shipped_configs_validate) {

@@ -1,6 +1,6 @@
 /* conv1d and conv_transpose1d on the CPU: against their definitions (direct sums in double),
  * the adjoint relation between them, gradients against finite differences (odd sizes,
- * batch 2, zero and circular padding, frozen weights), accumulation, HiFi-GAN's upsampling
+ * batch 2, zero and circular padding, groups, frozen weights), accumulation, HiFi-GAN's upsampling
  * lengths, and the fatal checks on bad arguments. */
 #include "gradcheck.h"
 #include "kernels/conv1d.h"
@@ -17,11 +17,13 @@ static int wrap(int i, int T) { return ((i % T) + T) % T; }
 
 /* ------------------------------------------------------------------ definitions */
 
-/* y[n,o,j] = b[o] + Σ_{c,k} w[o,c,k] · xpad[n,c, j·s − pl + k·d], xpad zero or wrapped. */
+/* y[n,o,j] = b[o] + Σ_{c,k} w[o,c,k] · xpad[n, g·CG + c, j·s − pl + k·d], xpad zero or wrapped,
+ * c < CG = CIN/G over the input channels of o's group g = ⌊o / (COUT/G)⌋. */
 static void check_conv1d_direct(int B, int CIN, int T, int COUT, int K, Conv1dArgs a, bool bias) {
   Ctx *ctx = ctx_create_cpu(0);
+  const int G = conv1d_groups(a), CG = CIN / G, OG = COUT / G;
   Tensor *x = input(ctx, 1, SHAPE(B, CIN, T));
-  Tensor *w = input(ctx, 2, SHAPE(COUT, CIN, K));
+  Tensor *w = input(ctx, 2, SHAPE(COUT, CG, K));
   Tensor *b = bias ? input(ctx, 3, SHAPE(COUT)) : NULL;
   Tensor *y = op_conv1d(ctx, x, w, b, a);
   int TO = (T + a.pad_left + a.pad_right - a.dilation * (K - 1) - 1) / a.stride + 1;
@@ -31,11 +33,11 @@ static void check_conv1d_direct(int B, int CIN, int T, int COUT, int K, Conv1dAr
     for (int o = 0; o < COUT; o++)
       for (int j = 0; j < TO; j++) {
         double s = b ? ((float *)b->data)[o] : 0.0;
-        for (int c = 0; c < CIN; c++)
+        for (int c = 0; c < CG; c++)
           for (int k = 0; k < K; k++) {
-            int t = j * a.stride - a.pad_left + k * a.dilation;
+            int t = j * a.stride - a.pad_left + k * a.dilation, ci = o / OG * CG + c;
             if (a.circular) t = wrap(t, T);
-            if (t >= 0 && t < T) s += (double)W[(o * CIN + c) * K + k] * X[(n * CIN + c) * T + t];
+            if (t >= 0 && t < T) s += (double)W[(o * CG + c) * K + k] * X[(n * CIN + ci) * T + t];
           }
         EXPECT_NEAR(Y[(n * COUT + o) * TO + j], s, 1e-5);
       }
@@ -43,15 +45,23 @@ static void check_conv1d_direct(int B, int CIN, int T, int COUT, int K, Conv1dAr
 }
 
 TEST(conv1d_matches_direct_sum) {
-  check_conv1d_direct(2, 3, 13, 4, 3, (Conv1dArgs){2, 2, 1, 2, false}, true); /* stride 2, dil 2, pads 2/1 */
+  check_conv1d_direct(2, 3, 13, 4, 3, (Conv1dArgs){2, 2, 1, 2, false, 1}, true); /* stride 2, dil 2, pads 2/1 */
   check_conv1d_direct(2, 3, 17, 2, 3, conv1d_args(1, 5, 5), false);           /* HiFi-GAN 'same', dil 5 */
   check_conv1d_direct(1, 2, 9, 3, 1, conv1d_args(1, 0, 1), true);             /* 1x1 */
 }
 
+/* Groups (HiFi-GAN's multi-scale discriminator: stride 2 or 4, kernel 41, groups 4 or 16). */
+TEST(conv1d_grouped_matches_direct_sum) {
+  check_conv1d_direct(2, 4, 23, 6, 5, (Conv1dArgs){2, 2, 2, 1, false, 2}, true);  /* 2 groups, stride 2 */
+  check_conv1d_direct(2, 8, 37, 8, 9, (Conv1dArgs){4, 4, 4, 1, false, 8}, true);  /* depthwise, stride 4 */
+  check_conv1d_direct(1, 6, 13, 9, 3, (Conv1dArgs){1, 2, 1, 2, false, 3}, false); /* dilation 2, pads 2/1 */
+  check_conv1d_direct(2, 4, 11, 4, 3, (Conv1dArgs){1, 1, 1, 1, true, 2}, true);   /* circular */
+}
+
 TEST(conv1d_circular_matches_direct_sum) {
-  check_conv1d_direct(2, 3, 11, 4, 9, (Conv1dArgs){1, 4, 4, 1, true}, true); /* StyleGAN-T head: k 9, pad 4 */
-  check_conv1d_direct(2, 2, 10, 3, 3, (Conv1dArgs){2, 3, 1, 2, true}, true); /* stride 2, dil 2, pads 3/1 */
-  check_conv1d_direct(1, 2, 3, 2, 9, (Conv1dArgs){1, 4, 4, 1, true}, false); /* pads longer than x: wraps twice */
+  check_conv1d_direct(2, 3, 11, 4, 9, (Conv1dArgs){1, 4, 4, 1, true, 1}, true); /* StyleGAN-T head: k 9, pad 4 */
+  check_conv1d_direct(2, 2, 10, 3, 3, (Conv1dArgs){2, 3, 1, 2, true, 1}, true); /* stride 2, dil 2, pads 3/1 */
+  check_conv1d_direct(1, 2, 3, 2, 9, (Conv1dArgs){1, 4, 4, 1, true, 1}, false); /* pads longer than x: wraps twice */
 }
 
 /* y[n,o,j] = b[o] + Σ over (c, t, k) with t·s − p + k·d = j of x[n,c,t] · w[c,o,k]. */
@@ -131,8 +141,9 @@ static void gradcheck_case(GcCase g, int B, int CIN, int T, int COUT, int K, boo
   g.bias = bias;
   Tensor *p[L_N];
   p[L_X] = input(ctx, 10, SHAPE(B, CIN, T));
+  const int CG = g.transpose ? CIN : CIN / conv1d_groups(g.a); /* w's input channels */
   p[L_W] =
-      param_new(ctx, "conv.weight", DT_F32, SHAPE(g.transpose ? CIN : COUT, g.transpose ? COUT : CIN, K), !freeze_w);
+      param_new(ctx, "conv.weight", DT_F32, SHAPE(g.transpose ? CIN : COUT, g.transpose ? COUT : CG, K), !freeze_w);
   fill_uniform(ctx, p[L_W], 11, -1.0f, 1.0f);
   p[L_B] = bias ? param_new(ctx, "conv.bias", DT_F32, SHAPE(COUT), true) : NULL;
   if (bias) fill_uniform(ctx, p[L_B], 12, -1.0f, 1.0f);
@@ -152,6 +163,13 @@ static void gradcheck_case(GcCase g, int B, int CIN, int T, int COUT, int K, boo
 TEST(conv1d_gradients_match_finite_differences) {
   gradcheck_case((GcCase){.a = {2, 2, 1, 2, false}}, 2, 3, 13, 4, 3, true, false);
   gradcheck_case((GcCase){.a = conv1d_args(1, 3, 3)}, 2, 3, 11, 2, 3, false, false); /* dil 3 'same' */
+}
+
+TEST(conv1d_grouped_gradients_match_finite_differences) {
+  gradcheck_case((GcCase){.a = {2, 2, 2, 1, false, 2}}, 2, 4, 13, 6, 5, true, false);
+  gradcheck_case((GcCase){.a = {4, 4, 4, 1, false, 4}}, 2, 4, 17, 8, 9, true, false); /* depthwise-like, stride 4 */
+  gradcheck_case((GcCase){.a = {1, 1, 1, 2, true, 3}}, 2, 6, 7, 3, 3, false, false);  /* circular, dilation 2 */
+  gradcheck_case((GcCase){.a = {2, 2, 2, 1, false, 2}}, 2, 4, 13, 6, 5, true, true);  /* frozen weight */
 }
 
 TEST(conv1d_circular_gradients_match_finite_differences) {
@@ -198,8 +216,8 @@ static void check_accumulates(bool transpose, Conv1dArgs a, ConvTranspose1dArgs 
 }
 
 TEST(conv1d_backward_accumulates) {
-  check_accumulates(false, (Conv1dArgs){2, 2, 1, 2, false}, (ConvTranspose1dArgs){0});
-  check_accumulates(false, (Conv1dArgs){1, 2, 3, 1, true}, (ConvTranspose1dArgs){0});
+  check_accumulates(false, (Conv1dArgs){2, 2, 1, 2, false, 1}, (ConvTranspose1dArgs){0});
+  check_accumulates(false, (Conv1dArgs){1, 2, 3, 1, true, 1}, (ConvTranspose1dArgs){0});
   check_accumulates(true, (Conv1dArgs){0}, (ConvTranspose1dArgs){3, 1, 1, 2});
 }
 
@@ -231,6 +249,13 @@ TEST_EXIT_MSG(conv1d_channel_mismatch_is_fatal, 1,
   Tensor *x = tensor_new(ctx, DT_F32, SHAPE(2, 3, 11));
   Tensor *w = param_new(ctx, "disc.conv.weight", DT_F32, SHAPE(4, 2, 9), true);
   op_conv1d(ctx, x, w, NULL, conv1d_args(1, 4, 1));
+}
+
+TEST_EXIT_MSG(conv1d_groups_must_divide_channels, 1, "conv1d 'msd.convs.1.weight': groups 3 must divide the 4 input") {
+  Ctx *ctx = ctx_create_cpu(0);
+  Tensor *x = tensor_new(ctx, DT_F32, SHAPE(1, 4, 11));
+  Tensor *w = param_new(ctx, "msd.convs.1.weight", DT_F32, SHAPE(6, 1, 3), true);
+  op_conv1d(ctx, x, w, NULL, (Conv1dArgs){1, 1, 1, 1, false, 3});
 }
 
 TEST_EXIT_MSG(conv1d_input_shorter_than_kernel_is_fatal, 1, "is shorter than the kernel") {

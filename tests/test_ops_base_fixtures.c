@@ -44,11 +44,11 @@ TEST(fixture_conv2d) {
     Conv2dArgs a;
     bool bias;
   } cases[] = {
-      {"conv_3x3", {1, 1, 1, 1, 1, 1, 1, 1}, true},
-      {"conv_down", {2, 2, 0, 1, 0, 1, 1, 1}, true},
-      {"conv_dil", {1, 1, 2, 2, 2, 2, 2, 2}, true},
-      {"conv_1x1", {1, 1, 0, 0, 0, 0, 1, 1}, false},
-      {"conv_odd", {1, 2, 2, 1, 0, 2, 1, 3}, true},
+      {"conv_3x3", {1, 1, 1, 1, 1, 1, 1, 1, 1}, true},
+      {"conv_down", {2, 2, 0, 1, 0, 1, 1, 1, 1}, true},
+      {"conv_dil", {1, 1, 2, 2, 2, 2, 2, 2, 1}, true},
+      {"conv_1x1", {1, 1, 0, 0, 0, 0, 1, 1, 1}, false},
+      {"conv_odd", {1, 2, 2, 1, 0, 2, 1, 3, 1}, true},
   };
   Ctx *ctx = ctx_create_cpu(0);
   Fixture *fx = fixture_open(FIX);

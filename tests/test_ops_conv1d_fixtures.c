@@ -43,7 +43,7 @@ static void check_case(Ctx *ctx, Fixture *fx, const char *cas, bool transpose, b
     y = op_conv_transpose1d(ctx, x, w, b, a[0], a[1], a[2], a[3]);
   } else {
     case_args(fx, cas, a, 5);
-    y = op_conv1d(ctx, x, w, b, (Conv1dArgs){a[0], a[1], a[2], a[3], a[4] != 0});
+    y = op_conv1d(ctx, x, w, b, (Conv1dArgs){a[0], a[1], a[2], a[3], a[4] != 0, 1});
   }
   char key[96];
   snprintf(key, sizeof key, "%s/out", cas);

@@ -115,7 +115,7 @@ enum { CN_X, CN_W1, CN_B1, CN_W2, CN_B2, CN_W3, CN_B3, CN_T, CN_N };
 
 static Tensor *convnet_loss(Ctx *ctx, Tensor **p, void *user) {
   Tensor *h = op_silu(ctx, op_conv2d(ctx, p[CN_X], p[CN_W1], p[CN_B1], conv2d_args(1, 1))); /* (2,4,7,5) */
-  Conv2dArgs down = {2, 2, 0, 1, 0, 1, 1, 1};
+  Conv2dArgs down = {2, 2, 0, 1, 0, 1, 1, 1, 1};
   h = op_tanh(ctx, op_conv2d(ctx, h, p[CN_W2], p[CN_B2], down));                           /* (2,3,3,2) */
   h = op_reshape(ctx, h, SHAPE(2, 18));
   return op_mse(ctx, op_linear(ctx, h, p[CN_W3], p[CN_B3]), p[CN_T]);                      /* (2,3) */
@@ -162,7 +162,7 @@ TEST(conv2d_matches_direct_sum) {
   Tensor *w = param_new(ctx, "w", DT_F32, SHAPE(5, 3, 3, 2), false);
   Tensor *b = param_new(ctx, "b", DT_F32, SHAPE(5), false);
   fill_uniform(ctx, x, 1, -1, 1), fill_uniform(ctx, w, 2, -1, 1), fill_uniform(ctx, b, 3, -1, 1);
-  Conv2dArgs a = {2, 1, 1, 0, 2, 1, 2, 3};
+  Conv2dArgs a = {2, 1, 1, 0, 2, 1, 2, 3, 1};
   Tensor *y = op_conv2d(ctx, x, w, b, a);
   int HO = (9 + 1 + 0 - 2 * 2 - 1) / 2 + 1, WO = (8 + 2 + 1 - 3 * 1 - 1) / 1 + 1;
   CHECK_SHAPE("test", y, 2, 5, HO, WO);
@@ -181,6 +181,102 @@ TEST(conv2d_matches_direct_sum) {
               }
           EXPECT_NEAR(Y[((n * 5 + o) * HO + i) * WO + j], s, 1e-5);
         }
+  ctx_destroy(ctx);
+}
+
+/* Groups: output channel o sees the CIN/G input channels of its group o / (COUT/G). 2-D
+ * kernel, stride, dilation and asymmetric padding as above, 6 -> 4 channels in 2 groups. */
+TEST(conv2d_grouped_matches_direct_sum) {
+  Ctx *ctx = ctx_create_cpu(0);
+  enum { N = 2, CI = 6, CO = 4, G = 2, CG = CI / G, OG = CO / G, H = 7, W = 6 };
+  Tensor *x = tensor_new_persistent(ctx, DT_F32, SHAPE(N, CI, H, W));
+  Tensor *w = param_new(ctx, "w", DT_F32, SHAPE(CO, CG, 3, 2), false);
+  Tensor *b = param_new(ctx, "b", DT_F32, SHAPE(CO), false);
+  fill_uniform(ctx, x, 4, -1, 1), fill_uniform(ctx, w, 5, -1, 1), fill_uniform(ctx, b, 6, -1, 1);
+  Conv2dArgs a = {2, 1, 1, 0, 2, 1, 2, 3, G};
+  Tensor *y = op_conv2d(ctx, x, w, b, a);
+  int HO = (H + 1 + 0 - 2 * 2 - 1) / 2 + 1, WO = (W + 2 + 1 - 3 * 1 - 1) / 1 + 1;
+  CHECK_SHAPE("test", y, N, CO, HO, WO);
+  const float *X = x->data, *Wt = w->data, *B = b->data, *Y = y->data;
+  for (int n = 0; n < N; n++)
+    for (int o = 0; o < CO; o++)
+      for (int i = 0; i < HO; i++)
+        for (int j = 0; j < WO; j++) {
+          double s = B[o];
+          for (int c = 0; c < CG; c++)
+            for (int kh = 0; kh < 3; kh++)
+              for (int kw = 0; kw < 2; kw++) {
+                int ih = i * 2 - 1 + kh * 2, iw = j - 2 + kw * 3, ci = o / OG * CG + c;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                  s += (double)Wt[((o * CG + c) * 3 + kh) * 2 + kw] * X[((n * CI + ci) * H + ih) * W + iw];
+              }
+          EXPECT_NEAR(Y[((n * CO + o) * HO + i) * WO + j], s, 1e-5);
+        }
+  ctx_destroy(ctx);
+}
+
+static Tensor *grouped_conv2d_loss(Ctx *ctx, Tensor **p, void *user) {
+  Conv2dArgs a = {2, 1, 1, 0, 2, 1, 2, 1, 3};
+  return op_sum(ctx, op_mul(ctx, op_conv2d(ctx, p[0], p[1], p[2], a), p[3]));
+}
+
+TEST(conv2d_grouped_gradients_match_finite_differences) {
+  Ctx *ctx = ctx_create_cpu(0);
+  Tensor *p[4];
+  p[0] = tensor_new_persistent(ctx, DT_F32, SHAPE(2, 6, 7, 5));
+  p[0]->requires_grad = true;
+  p[1] = param_new(ctx, "w", DT_F32, SHAPE(9, 2, 3, 2), true);
+  p[2] = param_new(ctx, "b", DT_F32, SHAPE(9), true);
+  p[3] = tensor_new_persistent(ctx, DT_F32, SHAPE(2, 9, 2, 7)); /* fixed weighting of y */
+  for (int i = 0; i < 4; i++) fill_uniform(ctx, p[i], 300 + i, -1.0f, 1.0f);
+  EXPECT(gradcheck(ctx, grouped_conv2d_loss, p, 4, NULL, (GradcheckOpts){0}) == 0, "grouped conv2d gradients");
+  ctx_destroy(ctx);
+}
+
+TEST_EXIT_MSG(conv2d_groups_must_divide_channels, 1, "conv2d 'w': groups 4 must be >= 0 and divide the 6 input channels") {
+  Ctx *ctx = ctx_create_cpu(0);
+  Tensor *x = tensor_new(ctx, DT_F32, SHAPE(1, 6, 5, 5));
+  Tensor *w = param_new(ctx, "w", DT_F32, SHAPE(4, 2, 3, 3), true);
+  Conv2dArgs a = conv2d_args(1, 1);
+  a.groups = 4;
+  op_conv2d(ctx, x, w, NULL, a);
+}
+
+/* ---- nested backward (tape_mark / backward_since): a second loss on a detached copy of an
+ * intermediate is differentiated first, and the first graph's backward afterwards still
+ * gives exactly the gradients it gives alone. */
+static void nested_case(Ctx *ctx, Tensor *x, Tensor *w, Tensor *v, bool nested) {
+  Tensor *h = op_tanh(ctx, op_mul(ctx, x, w)); /* the "generator" (4) */
+  if (nested) {
+    int mark = tape_mark(ctx);
+    Tensor *d = op_sum(ctx, op_square(ctx, op_mul(ctx, tensor_detach(ctx, h), v))); /* a "discriminator" loss */
+    backward_since(ctx, d, mark);
+    EXPECT(tape_mark(ctx) == mark, "backward_since left %d nodes, expected the %d before the mark", tape_mark(ctx),
+           mark);
+  }
+  backward(ctx, op_sum(ctx, op_mul(ctx, h, v)));
+}
+
+TEST(tape_backward_since_keeps_the_older_graph) {
+  Ctx *ctx = ctx_create_cpu(0);
+  Tensor *x = tensor_new_persistent(ctx, DT_F32, SHAPE(4));
+  Tensor *w = param_new(ctx, "w", DT_F32, SHAPE(4), true);
+  Tensor *v = param_new(ctx, "v", DT_F32, SHAPE(4), true);
+  fill_uniform(ctx, x, 11, -1, 1), fill_uniform(ctx, w, 12, -1, 1), fill_uniform(ctx, v, 13, -1, 1);
+  float gw_alone[4], gw[4], gv[4], xv[4], wv[4], vv[4];
+  nested_case(ctx, x, w, v, false);
+  tensor_to_host_f32(ctx, w->grad, gw_alone);
+  params_zero_grad(ctx, (Tensor *[]){w, v}, 2);
+  nested_case(ctx, x, w, v, true);
+  tensor_to_host_f32(ctx, w->grad, gw);
+  tensor_to_host_f32(ctx, v->grad, gv);
+  tensor_to_host_f32(ctx, x, xv), tensor_to_host_f32(ctx, w, wv), tensor_to_host_f32(ctx, v, vv);
+  for (int i = 0; i < 4; i++) {
+    double h = tanh((double)xv[i] * wv[i]);
+    EXPECT(gw[i] == gw_alone[i], "w gradient %d: %g nested, %g alone", i, gw[i], gw_alone[i]);
+    EXPECT_NEAR(gw[i], vv[i] * (1 - h * h) * xv[i], 1e-6);           /* d/dw Σ tanh(xw)·v */
+    EXPECT_NEAR(gv[i], 2 * h * h * vv[i] + h, 1e-6);                 /* both losses reach v */
+  }
   ctx_destroy(ctx);
 }
 

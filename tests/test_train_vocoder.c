@@ -2,6 +2,9 @@
  * mel_compute on the same waveform, and its gradient equals finite differences; the loss
  * falls on a few generated tones; the exported vocoder.h5 loads with hifigan_load; resume
  * after a checkpoint is bit-identical; shards without audio and bad sizes fail before work.
+ * With train.adversarial (HiFi-GAN's discriminators): one step against PyTorch (losses,
+ * gradients of both networks, the discriminators' AdamW step), training through the trainer
+ * (the discriminators learn, checkpoints hold them), bit-identical resume, bad configurations.
  *
  * Tiny front end: 16 kHz, n_fft 64, hop 16, win 64, 16 mels; segments of 128 frames =
  * 2048 samples (the 2048-point STFT loss needs more than 1024). Generator: 16 channels,
@@ -13,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/tensorfile.h"
 #include "data/loader.h"
 #include "data/mel.h"
 #include "data/shard.h"
@@ -21,6 +25,7 @@
 #include "kernels/ops.h"
 #include "kernels/rng.h"
 #include "models/weights.h"
+#include "tests/fixture.h"
 #include "tests/gradcheck.h"
 #include "tests/test.h"
 
@@ -194,6 +199,135 @@ TEST(vocoder_diff_mel_gradcheck) {
   ctx_destroy(ctx);
 }
 
+/* ------------------------------------------------------------------ one adversarial step */
+
+#define GAN_FIXTURE "tests/fixtures/train_vocoder_gan.h5"
+
+/* The fixture's networks (tests/fixtures/train_vocoder_gan.py). */
+static HifiganConfig gan_generator(void) {
+  HifiganConfig c = hifigan_config_musicldm();
+  c.model_in_dim = MELS, c.hop = HOP, c.upsample_initial_channel = 16, c.n_upsamples = 4;
+  for (int i = 0; i < 4; i++) c.upsample_rates[i] = 2, c.upsample_kernel_sizes[i] = 4;
+  c.n_kernels = 1, c.resblock_kernel_sizes[0] = 3, c.n_dilations[0] = 2;
+  c.resblock_dilation_sizes[0][0] = 1, c.resblock_dilation_sizes[0][1] = 3;
+  return c;
+}
+
+static HifiganDiscConfig gan_discriminators(void) {
+  HifiganDiscConfig c = {.n_periods = 5, .periods = {2, 3, 5, 7, 11}, .n_period_layers = 5,
+                         .period_channels = {4, 4, 8, 8, 8}, .n_scales = 3,
+                         .scale_channels = {4, 8, 8, 8, 16, 16, 16}, .scale_groups = {1, 2, 2, 4, 4, 4, 1},
+                         .spectral_norm_first_scale = true};
+  return c;
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp((*(Tensor *const *)a)->name, (*(Tensor *const *)b)->name);
+}
+
+/* The values (or the gradients) of p[0..n), flattened in the order of their sorted names, as
+ * the fixture stores them. */
+static Tensor *flat_by_name(Ctx *ctx, Tensor *const *p, int n, bool grads) {
+  Tensor **q = malloc((size_t)n * sizeof *q);
+  memcpy(q, p, (size_t)n * sizeof *q);
+  qsort(q, (size_t)n, sizeof *q, by_name);
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) total += q[i]->numel;
+  float *h = malloc((size_t)total * sizeof *h), *at = h;
+  for (int i = 0; i < n; i++) {
+    Tensor *t = grads ? q[i]->grad : q[i];
+    ASSERT(t, "%s has no gradient", q[i]->name);
+    tensor_to_host_f32(ctx, t, at);
+    at += q[i]->numel;
+  }
+  Tensor *out = tensor_new(ctx, DT_F32, SHAPE(total));
+  tensor_from_host_f32(ctx, out, h);
+  free(h), free(q);
+  return out;
+}
+
+static void expect_scalar(Fixture *fx, const char *name, double got, double rel_tol) {
+  int64_t n;
+  float *ref = fixture_values(fx, name, &n);
+  ASSERT(n == 1, "%s has %lld values", name, (long long)n);
+  double rel = fabs(got - ref[0]) / fmax(fabs(ref[0]), 1e-30);
+  printf("  %-10s mcm %.8g  PyTorch %.8g  (relative %.2g)\n", name, got, (double)ref[0], rel);
+  EXPECT(rel <= rel_tol, "%s: mcm %.9g, PyTorch %.9g (relative %.3g > %.3g)", name, got, (double)ref[0], rel, rel_tol);
+  free(ref);
+}
+
+/* HiFi-GAN's step (tests/fixtures/train_vocoder_gan.py, PyTorch and transformers written from
+ * the recipe): the discriminators' step on the detached fake, then the generator's loss
+ * through the updated discriminators. Compared: the loss terms, the discriminators'
+ * gradients at the step's start, their weights after their AdamW step (lr 1e-3, β 0.8 /
+ * 0.99, weight decay 0.01) and their spectral vectors after four power iterations, and the
+ * generator's gradients (which see the updated discriminators, so a wrong order or a missing
+ * D step shows there too).
+ * Tolerances (relative, fp32 on both sides; measured in brackets): the loss terms 1e-5
+ * [≤ 8e-8], the gradients (relative L2) 1e-4 [G 1.0e-5: the mel term's 1/x at quiet bins
+ * dominates it; D 8e-8], the discriminator weights after their step 2e-6 [2.6e-7: AdamW's
+ * first step moves each weight by about ±lr, so gradient errors barely reach them], the
+ * spectral vectors 1e-5 [9.8e-7]. Without the D step (lr 0) the G gradient is off by 1.7e-3,
+ * the weights after it by 1e-2: the order of the two halves is seen. */
+TEST(train_vocoder_gan_step_matches_pytorch) {
+  Ctx *ctx = ctx_create_cpu(0);
+  Fixture *fx = fixture_open(GAN_FIXTURE);
+  McmErr err;
+  HifiganConfig hc = gan_generator();
+  ParamSet ps_g;
+  params_init(&ps_g, "");
+  ps_g.trainable = true;
+  Hifigan *g = hifigan_create(ctx, &hc, &ps_g);
+  ASSERT(params_load(ctx, &ps_g, fx, "g/", true, &err) == 0, "%s", err.msg);
+  HifiganDiscConfig dc = gan_discriminators();
+  ASSERT(hifigan_disc_config_check(&dc, &err) == 0, "%s", err.msg);
+  VocoderDisc *vd = vocoder_disc_create(ctx, &dc, (AdamWHyper){1e-3f, 0.8f, 0.99f, 1e-8f, 0.01f}, 2.0f);
+  ASSERT(params_load(ctx, &vd->ps, fx, "d/", true, &err) == 0, "%s", err.msg);
+  MelConfig mc = tiny_mel();
+  DiffMel *dm = diff_mel_create(ctx, &mc, &err);
+  ASSERT(dm, "%s", err.msg);
+  Tensor *mel = fixture_tensor(ctx, fx, "in/mel", false), *wav = fixture_tensor(ctx, fx, "in/wav", false);
+
+  VocoderLoss o = vocoder_gan_objective(ctx, g, vd, dm, mel, wav, 45.0f, 1e-3f);
+  float loss;
+  tensor_to_host_f32(ctx, o.loss, &loss);
+  EXPECT(!o.d_skipped && isfinite(o.d_grad_norm) && o.d_grad_norm > 0, "D step skipped (norm %g)", o.d_grad_norm);
+  expect_scalar(fx, "out/mel", o.mel, 1e-5);
+  expect_scalar(fx, "out/adv", o.adv, 1e-5);
+  expect_scalar(fx, "out/fm", o.fm, 1e-5);
+  expect_scalar(fx, "out/d_real", o.d_real, 1e-5);
+  expect_scalar(fx, "out/d_fake", o.d_fake, 1e-5);
+  expect_scalar(fx, "out/loss", loss, 1e-5);
+  backward(ctx, o.loss);
+
+  Tensor **gp = malloc((size_t)ps_g.n * sizeof *gp);
+  int n_gp = 0;
+  for (int i = 0; i < ps_g.n; i++)
+    if (ps_g.p[i]->requires_grad) gp[n_gp++] = ps_g.p[i];
+  HifiganDisc *d = vd->d;
+  Tensor **sn = malloc((size_t)vd->ps.n * sizeof *sn); /* the spectral buffers: not in d->params */
+  int n_sn = 0;
+  for (int i = 0; i < vd->ps.n; i++) {
+    bool trained = false;
+    for (int j = 0; j < d->n_params; j++) trained |= vd->ps.p[i] == d->params[j];
+    if (!trained) sn[n_sn++] = vd->ps.p[i];
+  }
+  EXPECT(n_sn == 2 * 8, "%d spectral buffers, expected u and v of scale 0's 8 convs", n_sn);
+  double e[4];
+  e[0] = fixture_expect(ctx, fx, "grad/g", flat_by_name(ctx, gp, n_gp, true), 1e-4);
+  e[1] = fixture_expect(ctx, fx, "grad/d", flat_by_name(ctx, d->params, d->n_params, true), 1e-4);
+  e[2] = fixture_expect(ctx, fx, "after/d", flat_by_name(ctx, d->params, d->n_params, false), 2e-6);
+  e[3] = fixture_expect(ctx, fx, "after/sn", flat_by_name(ctx, sn, n_sn, false), 1e-5);
+  printf("  relative L2: G gradient %.2g, D gradient %.2g, D after its step %.2g, spectral vectors %.2g\n", e[0],
+         e[1], e[2], e[3]);
+  free(gp), free(sn);
+  vocoder_disc_destroy(vd);
+  diff_mel_destroy(dm);
+  params_free(&ps_g);
+  fixture_close(fx);
+  ctx_destroy(ctx);
+}
+
 /* ------------------------------------------------------------------ training */
 
 static double mean(const double *v, int n) {
@@ -320,8 +454,234 @@ TEST(train_vocoder_bad_inputs_fail_before_work) {
   expect_create_error(dir, rates, 1, "multiply to 32 samples per frame, mel.hop = 16");
   const char *kernels[] = {"vocoder_train.upsample_kernel_sizes=4,4,4"};
   expect_create_error(dir, kernels, 1, "one kernel per rate");
-  const char *adv[] = {"train.adversarial=true"};
-  expect_create_error(dir, adv, 1, "not implemented for train.mode = vocoder");
   const char *shape[] = {"mel.n_mels=32"};
   expect_create_error(dir, shape, 1, "another mel configuration");
+}
+
+/* ------------------------------------------------------------------ train.adversarial = true */
+
+#define GAN_SETS "train.adversarial=true", "vocoder_train.disc_period_channels=4,4,8,8,8", \
+                 "vocoder_train.disc_scale_channels=4,8,8,8,16,16,16", "vocoder_train.disc_scale_groups=1,2,2,4,4,4,1"
+
+TEST(train_vocoder_gan_trains_through_the_trainer) {
+  const char *dir = setup();
+  enum { STEPS = 12 };
+  Config cfg;
+  Ctx *ctx = ctx_create_cpu(0);
+  const char *extra[] = {GAN_SETS, "train.lr=5e-3", "train.steps=12", "checkpoint.every=12"};
+  Trainer *t = open_trainer(ctx, &cfg, dir, "gan", extra, 7, TRAIN_RESUME_FRESH);
+  McmErr err;
+  double d[STEPS];
+  for (int i = 0; i < STEPS; i++) {
+    StepStats st;
+    ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+    ASSERT(!st.skipped && isfinite(st.loss), "step %d not finite", i + 1);
+    /* L = 45·mel + adv + 2·fm, reported as distill, g_loss and fm */
+    EXPECT(fabs(st.loss - (st.distill + st.g_loss + st.fm)) <= 1e-5 * (1 + fabs(st.loss)),
+           "L = mel + adv + fm at step %d: %.9g vs %.9g + %.9g + %.9g", i + 1, st.loss, st.distill, st.g_loss, st.fm);
+    EXPECT(st.g_loss > 0 && st.fm > 0 && st.d_real > 0 && st.d_fake > 0, "step %d: a GAN term is not positive",
+           i + 1);
+    d[i] = st.d_real + st.d_fake;
+  }
+  ASSERT(trainer_save(t, &err) == 0, "%s", err.msg);
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+  /* Their own step lowers the discriminators' loss (a wrong sign or a missing step would not:
+   * measured 7.8 -> 4.2 over these steps, mostly the real term as the logits leave 0). */
+  double first = mean(d, 3), last = mean(d + STEPS - 3, 3);
+  printf("  discriminator loss: first 3 steps %.4g, last 3 %.4g\n", first, last);
+  EXPECT(last < 0.75 * first, "the discriminators' loss did not fall: %.4g -> %.4g", first, last);
+  /* the checkpoint holds them and their optimizer; the export only the generator */
+  char path[1024];
+  snprintf(path, sizeof path, "%s/gan/ckpt/ckpt_%d.h5", dir, STEPS);
+  TensorFile *tf = tf_open(path, &err);
+  ASSERT(tf, "%s", err.msg);
+  EXPECT(tf_has(tf, "disc/msd.discriminators.0.convs.1.weight_orig") &&
+             tf_has(tf, "disc/msd.discriminators.0.convs.1.weight_u") &&
+             tf_has(tf, "disc/mpd.discriminators.4.conv_post.weight_g") &&
+             tf_has(tf, "opt_disc/m/mpd.discriminators.4.conv_post.weight_v"),
+         "%s lacks the discriminators or their AdamW state", path);
+  tf_close(tf);
+  snprintf(path, sizeof path, "%s/gan/%s", dir, VOCODER_EXPORT_NAME);
+  tf = tf_open(path, &err);
+  ASSERT(tf, "%s", err.msg);
+  EXPECT(tf_has(tf, "conv_pre.weight") && !tf_has(tf, "mpd.discriminators.0.convs.0.weight_v"),
+         "vocoder.h5 must hold the generator only");
+  tf_close(tf);
+}
+
+TEST(train_vocoder_gan_resume_is_bit_identical) {
+  const char *dir = setup();
+  enum { N = 4, HALF = 2 };
+  double ref[N], ref_d[N];
+  McmErr err;
+  StepStats st;
+  Config cfg;
+  const char *extra[] = {GAN_SETS};
+  Ctx *ctx = ctx_create_cpu(0);
+  Trainer *t = open_trainer(ctx, &cfg, dir, "gref", extra, 4, TRAIN_RESUME_FRESH);
+  for (int i = 0; i < N; i++) {
+    ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+    ref[i] = st.loss, ref_d[i] = st.d_real + st.d_fake;
+  }
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+  ctx = ctx_create_cpu(0);
+  t = open_trainer(ctx, &cfg, dir, "gres", extra, 4, TRAIN_RESUME_FRESH);
+  for (int i = 0; i < HALF; i++) {
+    ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+    EXPECT(st.loss == ref[i], "step %d: %.9g vs %.9g", i + 1, st.loss, ref[i]);
+  }
+  ASSERT(trainer_save(t, &err) == 0, "%s", err.msg);
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+  ctx = ctx_create_cpu(0);
+  t = open_trainer(ctx, &cfg, dir, "gres", extra, 4, TRAIN_RESUME_REQUIRE);
+  ASSERT(trainer_step_count(t) == HALF, "resumed at %lld", (long long)trainer_step_count(t));
+  for (int i = HALF; i < N; i++) {
+    ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
+    /* the generator's loss goes through the discriminators after their step: it and their
+     * own loss are equal only if their weights, spectral vectors and AdamW state all are */
+    EXPECT(st.loss == ref[i], "step %d after resume: %.9g vs %.9g (not bit-identical)", i + 1, st.loss, ref[i]);
+    EXPECT(st.d_real + st.d_fake == ref_d[i], "step %d after resume: D loss %.9g vs %.9g", i + 1,
+           st.d_real + st.d_fake, ref_d[i]);
+  }
+  trainer_destroy(t);
+  ctx_destroy(ctx);
+  /* A quick-start checkpoint has no discriminators to resume. */
+  const char *gan_in_qs[] = {GAN_SETS};
+  ctx = ctx_create_cpu(0);
+  t = open_trainer(ctx, &cfg, dir, "qs", NULL, 0, TRAIN_RESUME_FRESH);
+  ASSERT(trainer_step(t, &st, &err) == 0 && trainer_save(t, &err) == 0, "%s", err.msg);
+  trainer_destroy(t);
+  ASSERT(resolve(&cfg, dir, "qs", gan_in_qs, 4, &err) == 0, "%s", err.msg);
+  t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_REQUIRE, true}, &err);
+  EXPECT(!t && strstr(err.msg, "has no discriminators"), "resuming a quick-start run with discriminators: \"%s\"",
+         err.msg);
+  if (t) trainer_destroy(t);
+  ctx_destroy(ctx);
+}
+
+/* Relative L2 distance between the tensors under `prefix` of two checkpoints; *count gets
+ * how many were compared. */
+static double ckpt_distance(const char *pa, const char *pb, const char *prefix, int *count) {
+  McmErr err;
+  TensorFile *a = tf_open(pa, &err), *b = a ? tf_open(pb, &err) : NULL;
+  ASSERT(a && b, "%s", err.msg);
+  char **names;
+  int n;
+  ASSERT(tf_names(a, &names, &n, &err) == 0, "%s", err.msg);
+  double d2 = 0, r2 = 0;
+  *count = 0;
+  for (int i = 0; i < n; i++) {
+    if (strncmp(names[i], prefix, strlen(prefix))) continue;
+    int nd;
+    int64_t shape[MCM_MAX_DIMS], numel = 1;
+    DType dt;
+    ASSERT(tf_info(a, names[i], &nd, shape, &dt, &err) == 0, "%s", err.msg);
+    for (int k = 0; k < nd; k++) numel *= shape[k];
+    float *x = malloc((size_t)numel * sizeof *x + 4), *y = malloc((size_t)numel * sizeof *y + 4);
+    ASSERT(tf_read(a, names[i], nd, shape, x, &err) == 0 && tf_read(b, names[i], nd, shape, y, &err) == 0, "%s",
+           err.msg);
+    for (int64_t j = 0; j < numel; j++) d2 += ((double)x[j] - y[j]) * ((double)x[j] - y[j]), r2 += (double)x[j] * x[j];
+    free(x), free(y);
+    (*count)++;
+  }
+  tf_free_names(names, n);
+  tf_close(a), tf_close(b);
+  return sqrt(d2) / fmax(sqrt(r2), 1e-30);
+}
+
+/* `mpirun -np 2 ./train` with batch 2 per rank against one process with batch 4: the same
+ * global batch, so the same losses and weights up to the order of the gradient sums (the
+ * discriminators too: broadcast at the start, their gradients averaged by the hook).
+ * Tolerances as tests/test_train_dp.c's at lr 1e-5: relative 1e-5 for the losses, 1e-6 for
+ * the weights after 3 steps. */
+TEST(train_vocoder_gan_two_ranks_match_one_process) {
+#if !MCM_MPI
+  printf("  (no MPI in this build: not run)\n");
+  return;
+#endif
+  if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+    printf("  (no mpirun: not run)\n");
+    return;
+  }
+  const char *vars[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "RANK",
+                        "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS"};
+  for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
+  const char *dir = setup();
+  const char *bd = getenv("MCM_BIN_DIR");
+  char common[2048], cmd[4096], p1[1024], p2[1024];
+  snprintf(common, sizeof common,
+           "%s/train " DEMO " --quiet --set run.device=cpu --set run.log_every=1 --set mel.n_fft=64 --set mel.hop=16 --set mel.win=64 "
+           "--set mel.n_mels=16 --set prepare.segment_frames=128 --set vocoder_train.upsample_initial_channel=16 "
+           "--set vocoder_train.upsample_rates=2,2,2,2 --set vocoder_train.upsample_kernel_sizes=4,4,4,4 "
+           "--set vocoder_train.resblock_kernel_sizes=3 --set vocoder_train.resblock_dilations=1,3 "
+           "--set train.adversarial=true --set vocoder_train.disc_period_channels=4,4,8,8,8 "
+           "--set vocoder_train.disc_scale_channels=4,8,8,8,16,16,16 "
+           "--set vocoder_train.disc_scale_groups=1,2,2,4,4,4,1 --set train.lr=1e-5 --set train.steps=3 "
+           "--set checkpoint.every=3 --set data.num_workers=0 --set data.train_shards='%s/tones/shard_*.h5'",
+           bd ? bd : ".", dir);
+  snprintf(cmd, sizeof cmd, "%s --set checkpoint.dir=%s/dp1 --set run.out_dir=%s/dp1 --set train.batch_size=4 "
+           ">%s/dp1.out 2>&1", common, dir, dir, dir);
+  ASSERT(system(cmd) == 0, "one process failed: %s", cmd);
+  snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -np 2 %s "
+           "--set checkpoint.dir=%s/dp2 --set run.out_dir=%s/dp2 --set train.batch_size=2 >%s/dp2.out 2>&1",
+           common, dir, dir, dir);
+  if (system(cmd) != 0) {
+    snprintf(cmd, sizeof cmd, "cat %s/dp2.out", dir);
+    ASSERT(system(cmd) >= 0 && 0, "mpirun -np 2 failed (output above)");
+  }
+  /* the losses of every step, from the JSON logs */
+  snprintf(p1, sizeof p1, "%s/dp1/log.jsonl", dir);
+  snprintf(p2, sizeof p2, "%s/dp2/log.jsonl", dir);
+  double l[2][3] = {{0}}, dl[2][3] = {{0}};
+  for (int k = 0; k < 2; k++) {
+    FILE *f = fopen(k ? p2 : p1, "r");
+    ASSERT(f, "no %s", k ? p2 : p1);
+    char line[2048];
+    int got = 0;
+    while (fgets(line, sizeof line, f)) {
+      long long step;
+      char *a = strstr(line, "\"loss\": "), *b = strstr(line, "\"d_real\": ");
+      if (sscanf(line, "{\"step\": %lld", &step) != 1 || !a || !b || step < 1 || step > 3) continue;
+      sscanf(a + 8, "%lf", &l[k][step - 1]);
+      sscanf(b + 10, "%lf", &dl[k][step - 1]);
+      got++;
+    }
+    fclose(f);
+    ASSERT(got == 3, "%s: %d steps logged with the discriminators' terms", k ? p2 : p1, got);
+  }
+  for (int i = 0; i < 3; i++) {
+    EXPECT(fabs(l[0][i] - l[1][i]) <= 1e-5 * fabs(l[0][i]), "step %d: loss %.9g with 1 process, %.9g with 2 ranks",
+           i + 1, l[0][i], l[1][i]);
+    EXPECT(fabs(dl[0][i] - dl[1][i]) <= 1e-5 * fabs(dl[0][i]), "step %d: D real term %.9g vs %.9g", i + 1, dl[0][i],
+           dl[1][i]);
+  }
+  snprintf(p1, sizeof p1, "%s/dp1/ckpt_3.h5", dir);
+  snprintf(p2, sizeof p2, "%s/dp2/ckpt_3.h5", dir);
+  int ng, nd;
+  double eg = ckpt_distance(p1, p2, "student/", &ng), ed = ckpt_distance(p1, p2, "disc/", &nd);
+  printf("  2 ranks vs 1 process after 3 steps: generator relative L2 %.3g (%d tensors), discriminators %.3g (%d)\n",
+         eg, ng, ed, nd);
+  EXPECT(ng > 10 && nd > 100, "compared %d generator and %d discriminator tensors", ng, nd);
+  EXPECT(eg <= 1e-6 && ed <= 1e-6, "weights differ: generator %.3g, discriminators %.3g", eg, ed);
+}
+
+TEST(train_vocoder_gan_bad_configs_fail_before_work) {
+  const char *dir = setup();
+  const char *groups[] = {GAN_SETS, "vocoder_train.disc_scale_groups=1,3,2,4,4,4,1"};
+  expect_create_error(dir, groups, 5, "vocoder_train.disc_scale_groups = 1,3,2,4,4,4,1: conv 1's 3 groups do not "
+                                      "divide its 4 input and 8 output channels");
+  const char *count[] = {GAN_SETS, "vocoder_train.disc_scale_channels=4,8,8,8,16,16"};
+  expect_create_error(dir, count, 5, "vocoder_train.disc_scale_channels = 4,8,8,8,16,16 has 6 values");
+  const char *period[] = {GAN_SETS, "vocoder_train.disc_periods=2,3,4096"};
+  expect_create_error(dir, period, 5, "segments of 2048 samples are shorter than the longest discriminator period "
+                                      "(4096");
+  const char *zero[] = {GAN_SETS, "vocoder_train.disc_period_channels=4,0,8"};
+  expect_create_error(dir, zero, 5, "vocoder_train.disc_period_channels");
+  const char *fm[] = {GAN_SETS, "vocoder_train.fm_weight=-1"};
+  expect_create_error(dir, fm, 5, "vocoder_train.fm_weight");
+  const char *scales[] = {GAN_SETS, "vocoder_train.disc_scales=5"};
+  expect_create_error(dir, scales, 5, "vocoder_train.disc_scales");
 }

@@ -1,15 +1,15 @@
 /* conv1d and conv_transpose1d rows of the GPU op table (make test-gpu): zero and circular
- * padding, HiFi-GAN's dilations and upsampling stages, odd lengths, batch 2.
+ * padding, groups, HiFi-GAN's dilations and upsampling stages, odd lengths, batch 2.
  *
  * Tolerance GEMM_TOL: every output and gradient element is a sum of at most ~100 products
- * of O(1) values (CIN·K ≤ 64 for y and dx, B·TO ≤ 92 for dw and db), inside the
+ * of O(1) values ((CIN/G)·K ≤ 82 for y and dx, B·TO ≤ 92 for dw and db), inside the
  * K ≤ 200 that F32_GEMM / BF16_GEMM are sized for. */
 #include "gpu_check.h"
 #include "kernels/conv1d.h"
 
 static Tensor *conv1d_case(OpCase *c, int B, int CIN, int T, int COUT, int K, bool bias, Conv1dArgs a) {
-  Tensor *x = case_input(c, "x", -1.0f, 1.0f, SHAPE(B, CIN, T));    /* (B, CIN, T) */
-  Tensor *w = case_input(c, "w", -0.5f, 0.5f, SHAPE(COUT, CIN, K)); /* (COUT, CIN, K) */
+  Tensor *x = case_input(c, "x", -1.0f, 1.0f, SHAPE(B, CIN, T));                         /* (B, CIN, T) */
+  Tensor *w = case_input(c, "w", -0.5f, 0.5f, SHAPE(COUT, CIN / conv1d_groups(a), K)); /* (COUT, CIN/G, K) */
   Tensor *b = bias ? case_input(c, "b", -0.5f, 0.5f, SHAPE(COUT)) : NULL;
   return op_conv1d(c->ctx, x, w, b, a);
 }
@@ -28,17 +28,28 @@ static Tensor *fw_c1_dil3(OpCase *c) { return conv1d_case(c, 2, 4, 31, 4, 3, tru
 static Tensor *fw_c1_dil5_k7(OpCase *c) { return conv1d_case(c, 2, 3, 37, 5, 7, true, conv1d_args(1, 15, 5)); }
 /* Stride 3 with asymmetric padding: cuDNN pads 1 both sides, one explicit zero on the left. */
 static Tensor *fw_c1_stride_asym(OpCase *c) {
-  return conv1d_case(c, 2, 3, 41, 4, 4, true, (Conv1dArgs){3, 2, 1, 2, false});
+  return conv1d_case(c, 2, 3, 41, 4, 4, true, (Conv1dArgs){3, 2, 1, 2, false, 1});
 }
 static Tensor *fw_c1_1x1(OpCase *c) { return conv1d_case(c, 2, 7, 23, 3, 1, false, conv1d_args(1, 0, 1)); }
 /* StyleGAN-T DiscHead: K 9, circular padding 4. */
-static Tensor *fw_c1_circ_k9(OpCase *c) { return conv1d_case(c, 2, 6, 27, 6, 9, true, (Conv1dArgs){1, 4, 4, 1, true}); }
+static Tensor *fw_c1_circ_k9(OpCase *c) {
+  return conv1d_case(c, 2, 6, 27, 6, 9, true, (Conv1dArgs){1, 4, 4, 1, true, 1});
+}
 static Tensor *fw_c1_circ_asym(OpCase *c) {
-  return conv1d_case(c, 2, 3, 20, 2, 3, false, (Conv1dArgs){2, 3, 1, 2, true});
+  return conv1d_case(c, 2, 3, 20, 2, 3, false, (Conv1dArgs){2, 3, 1, 2, true, 1});
 }
 /* Padding longer than x: the wrap goes round more than once. */
 static Tensor *fw_c1_circ_short(OpCase *c) {
-  return conv1d_case(c, 2, 3, 3, 2, 9, true, (Conv1dArgs){1, 4, 4, 1, true});
+  return conv1d_case(c, 2, 3, 3, 2, 9, true, (Conv1dArgs){1, 4, 4, 1, true, 1});
+}
+
+/* HiFi-GAN's multi-scale discriminator: kernel 41, stride 4, padding 20, groups 4 (and 16
+ * input channels per group further in; here 2 to stay small). */
+static Tensor *fw_c1_msd_groups(OpCase *c) {
+  return conv1d_case(c, 2, 8, 61, 8, 41, true, (Conv1dArgs){4, 20, 20, 1, false, 4});
+}
+static Tensor *fw_c1_groups_circ(OpCase *c) {
+  return conv1d_case(c, 2, 6, 19, 9, 3, false, (Conv1dArgs){2, 2, 1, 2, true, 3});
 }
 
 /* HiFi-GAN's upsampling stages (16 kHz MusicLDM vocoder): stride u, kernel K, padding (K − u)/2. */
@@ -58,6 +69,8 @@ static const OpEntry CONV1D_OPS[] = {
     {"conv1d_circular_k9", fw_c1_circ_k9, GEMM_TOL, true},
     {"conv1d_circular_asym", fw_c1_circ_asym, GEMM_TOL, false},
     {"conv1d_circular_wrap2", fw_c1_circ_short, GEMM_TOL, false},
+    {"conv1d_msd_k41_s4_groups4", fw_c1_msd_groups, GEMM_TOL, true},
+    {"conv1d_groups3_circular", fw_c1_groups_circ, GEMM_TOL, false},
     {"conv_transpose1d_u5_k16", fw_ct_hifi0, GEMM_TOL, true},
     {"conv_transpose1d_u4_k16", fw_ct_hifi1, GEMM_TOL, false},
     {"conv_transpose1d_u2_k8", fw_ct_hifi2, GEMM_TOL, false},

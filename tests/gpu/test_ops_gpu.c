@@ -83,7 +83,7 @@ static Tensor *fw_linear_nobias(OpCase *c) {
 
 static Tensor *conv_case(OpCase *c, int B, int CIN, int H, int W, int COUT, int KH, int KW, bool bias, Conv2dArgs a) {
   Tensor *x = case_input(c, "x", -1.0f, 1.0f, SHAPE(B, CIN, H, W));
-  Tensor *w = case_input(c, "w", -0.5f, 0.5f, SHAPE(COUT, CIN, KH, KW));
+  Tensor *w = case_input(c, "w", -0.5f, 0.5f, SHAPE(COUT, CIN / conv2d_groups(a), KH, KW));
   Tensor *b = bias ? case_input(c, "b", -0.5f, 0.5f, SHAPE(COUT)) : NULL;
   return op_conv2d(c->ctx, x, w, b, a);
 }
@@ -99,6 +99,16 @@ static Tensor *fw_conv_dil2(OpCase *c) {
   Conv2dArgs a = conv2d_args(1, 2);
   a.dil_h = a.dil_w = 2;
   return conv_case(c, 2, 3, 11, 9, 4, 3, 3, true, a);
+}
+/* HiFi-GAN's period discriminator: kernel (5, 1), stride (3, 1), padding (2, 0); and groups. */
+static Tensor *fw_conv_period(OpCase *c) {
+  Conv2dArgs a = {.stride_h = 3, .stride_w = 1, .pad_top = 2, .pad_bottom = 2, .dil_h = 1, .dil_w = 1, .groups = 1};
+  return conv_case(c, 2, 4, 13, 5, 6, 5, 1, true, a);
+}
+static Tensor *fw_conv_grouped(OpCase *c) {
+  Conv2dArgs a = conv2d_args(2, 1);
+  a.groups = 3;
+  return conv_case(c, 2, 6, 9, 7, 9, 3, 3, true, a);
 }
 static Tensor *fw_conv_1x1(OpCase *c) { return conv_case(c, 2, 7, 5, 6, 3, 1, 1, false, conv2d_args(1, 0)); }
 /* Odd everything: a 5x3 kernel, strides (1, 2), padding 2/1 rows and 0/2 columns (extra
@@ -144,6 +154,8 @@ static const OpEntry BASE_OPS[] = {
     {"conv2d_asym_pad_0101", fw_conv_asym, GEMM, true},
     {"conv2d_dilation2", fw_conv_dil2, GEMM, false},
     {"conv2d_1x1_nobias", fw_conv_1x1, GEMM, false},
+    {"conv2d_period_k5x1_s3", fw_conv_period, GEMM, false},
+    {"conv2d_groups3_stride2", fw_conv_grouped, GEMM, true},
     {"conv2d_5x3_odd", fw_conv_odd, GEMM, false},
     {"silu", fw_silu, POINTWISE, false},
     {"relu", fw_relu, POINTWISE, false},
