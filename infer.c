@@ -282,6 +282,8 @@ static void progress(void *user, int step, int steps) {
   fflush(stderr);
 }
 
+/* tools/eval_report reads this line from the log (data/eval_report.c, eval_timings_parse; a
+ * real run of it is in tests/test_evaluate.c): change the two together. */
 static void print_timings(const PipelineTimings *t, const char *device, double audio_seconds, double load) {
   double total = t->text + t->sampling + t->decoding + t->vocoding;
   fprintf(stderr,

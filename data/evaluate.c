@@ -11,6 +11,7 @@
 
 #include "core/io.h"
 #include "core/tensorfile.h"
+#include "data/adherence.h"
 #include "data/audio.h"
 #include "data/mel.h"
 #include "diffusion/bridge.h"
@@ -324,7 +325,10 @@ static void level_stats(const float *x, int64_t n, int rate, double *rms, int64_
   }
 }
 
-int eval_set_load(const char *dir, EvalMae *mae, EvalSet *set, McmErr *err) {
+int eval_set_load_with(const char *dir, const EvalLoadOptions *opt, EvalSet *set, McmErr *err) {
+  const EvalLoadOptions none = {0};
+  if (!opt) opt = &none;
+  EvalMae *mae = opt->mae;
   memset(set, 0, sizeof(*set));
   char **paths = NULL;
   int n_paths = 0;
@@ -336,9 +340,16 @@ int eval_set_load(const char *dir, EvalMae *mae, EvalSet *set, McmErr *err) {
   Mel *mel = mel_create(&mc, &e);
   MCM_CHECK(mel, "MusicLDM mel config: %s", e.msg);
   const int D = 2 * mc.n_mels;
+  const size_t cap = (size_t)(n_paths ? n_paths : 1);
   set->mae_dim = mae ? eval_mae_dim(mae) : 0;
-  set->mel_emb = MALLOC_CHECK(sizeof(float) * (size_t)(n_paths ? n_paths : 1) * D);
-  if (mae) set->mae_emb = MALLOC_CHECK(sizeof(float) * (size_t)(n_paths ? n_paths : 1) * set->mae_dim);
+  set->files = MALLOC_CHECK(sizeof(char *) * cap);
+  set->mel_emb = MALLOC_CHECK(sizeof(float) * cap * D);
+  if (mae) set->mae_emb = MALLOC_CHECK(sizeof(float) * cap * set->mae_dim);
+  if (opt->adherence) set->tempo = MALLOC_CHECK(sizeof(double) * cap), set->key = MALLOC_CHECK(sizeof(int) * cap);
+  if (opt->keep_mels > 0) {
+    set->mels = CALLOC_CHECK((size_t)opt->keep_mels, sizeof(float *));
+    set->mel_frames = CALLOC_CHECK((size_t)opt->keep_mels, sizeof(int));
+  }
   double rms_sum = 0;
   int64_t windows = 0, silent = 0;
   for (int i = 0; i < n_paths; i++) {
@@ -363,9 +374,18 @@ int eval_set_load(const char *dir, EvalMae *mae, EvalSet *set, McmErr *err) {
     mel_compute(mel, a.samples, a.n, m);
     eval_mel_embedding(m, T, mc.n_mels, set->mel_emb + (size_t)set->n * D);
     if (mae) mae_queue(mae, a.samples, a.n, m, T, mc.n_mels, set->mae_emb + (size_t)set->n * set->mae_dim);
+    if (opt->adherence) {
+      set->tempo[set->n] = adh_tempo(a.samples, a.n, mc.rate);
+      set->key[set->n] = adh_key(a.samples, a.n, mc.rate);
+    }
+    if (set->n < opt->keep_mels && T <= INT32_MAX) {
+      set->mels[set->n_mels_kept] = m, set->mel_frames[set->n_mels_kept++] = (int)T;
+      m = NULL;
+    }
     free(m);
     audio_free(&a);
-    set->n++;
+    set->files[set->n++] = paths[i];
+    paths[i] = NULL;
   }
   if (mae) mae_flush(mae);
   mel_destroy(mel);
@@ -384,20 +404,38 @@ int eval_set_load(const char *dir, EvalMae *mae, EvalSet *set, McmErr *err) {
   return 0;
 }
 
+int eval_set_load(const char *dir, EvalMae *mae, EvalSet *set, McmErr *err) {
+  EvalLoadOptions o = {.mae = mae};
+  return eval_set_load_with(dir, &o, set, err);
+}
+
 void eval_set_free(EvalSet *set) {
   for (int i = 0; i < set->n_skipped; i++) free(set->skipped[i].file), free(set->skipped[i].reason);
-  free(set->skipped), free(set->mel_emb), free(set->mae_emb), free(set->dir);
+  for (int i = 0; i < set->n; i++) free(set->files[i]);
+  for (int i = 0; i < set->n_mels_kept; i++) free(set->mels[i]);
+  free(set->skipped), free(set->mel_emb), free(set->mae_emb), free(set->dir), free(set->files);
+  free(set->tempo), free(set->key), free(set->mels), free(set->mel_frames);
   memset(set, 0, sizeof(*set));
 }
 
 /* ------------------------------------------------------------------ the report */
 
-static json_t *set_json(const EvalSet *s) {
+json_t *eval_set_json(const EvalSet *s) {
   json_t *skipped = json_array();
   for (int i = 0; i < s->n_skipped; i++)
     json_array_append_new(skipped, json_pack("{s:s, s:s}", "file", s->skipped[i].file, "reason", s->skipped[i].reason));
   return json_pack("{s:s, s:i, s:f, s:f, s:f, s:o}", "dir", s->dir, "files", s->n, "seconds", s->seconds, "mean_rms",
                    s->mean_rms, "silence_fraction", s->silence_fraction, "skipped", skipped);
+}
+
+char *eval_json_text(json_t *root) {
+  char *text = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+  json_decref(root);
+  MCM_CHECK(text, "json_dumps failed");
+  size_t len = strlen(text);
+  text = REALLOC_CHECK(text, len + 2);
+  text[len] = '\n', text[len + 1] = 0;
+  return text;
 }
 
 int eval_run(const EvalOptions *opt, char **report, McmErr *err) {
@@ -413,7 +451,8 @@ int eval_run(const EvalOptions *opt, char **report, McmErr *err) {
   int rc = eval_frechet_sets(gen.mel_emb, gen.n, ref.mel_emb, ref.n, 2 * mel_config_musicldm().n_mels, &fd_mel, err);
   if (!rc && mae) rc = eval_frechet_sets(gen.mae_emb, gen.n, ref.mae_emb, ref.n, gen.mae_dim, &fd_mae, err);
   if (!rc) {
-    json_t *root = json_pack("{s:o, s:o, s:{s:i, s:s, s:f}}", "generated", set_json(&gen), "reference", set_json(&ref),
+    json_t *root = json_pack("{s:o, s:o, s:{s:i, s:s, s:f}}", "generated", eval_set_json(&gen), "reference",
+                             eval_set_json(&ref),
                              "logmel", "dim", 2 * mel_config_musicldm().n_mels, "embedding",
                              "MusicLDM log-mel, per-bin mean and std over frames", "fd", fd_mel);
     if (mae)
@@ -421,13 +460,9 @@ int eval_run(const EvalOptions *opt, char **report, McmErr *err) {
                           json_pack("{s:s, s:s, s:s, s:i, s:f}", "weights", opt->audiomae, "input",
                                     opt->bridge ? opt->bridge : "exact Kaldi fbank", "embedding",
                                     "last block readout mean-pooled over tokens", "dim", gen.mae_dim, "fd", fd_mae));
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-    json_decref(root);
-    MCM_CHECK(text, "json_dumps failed");
+    char *text = eval_json_text(root);
     size_t len = strlen(text);
-    text = REALLOC_CHECK(text, len + 2);
-    text[len] = '\n', text[len + 1] = 0;
-    if (opt->out) rc = file_write_atomic(opt->out, text, len + 1, err);
+    if (opt->out) rc = file_write_atomic(opt->out, text, len, err);
     else fputs(text, stdout);
     if (report && !rc) *report = text;
     else free(text);

@@ -19,6 +19,10 @@
  * complex parts on the rank-deficient covariances that small sets (n ≤ d) give. A result below
  * 0 by round-off is reported as 0.
  *
+ * On request (EvalLoadOptions) the loader also runs the prompt-adherence detectors on every
+ * clip (tempo and key, data/adherence.h) and keeps the first clips' log-mels for pictures; the
+ * evaluation report (data/eval_report.h) uses both.
+ *
  * Bad input never ends the program: an unreadable / non-audio / too-short file is skipped and
  * listed with its reason; a missing folder or fewer than 2 usable files (a covariance needs 2)
  * is an error (-1 with one line in err naming the folder). */
@@ -67,21 +71,42 @@ typedef struct EvalSkip {
 typedef struct EvalSet {
   char *dir;
   int n;                    /* usable files */
+  char **files;             /* (n) their paths, in name order */
   double seconds;           /* total duration */
   double mean_rms;          /* mean over files of each file's RMS (before normalisation) */
   double silence_fraction;  /* fraction of 100 ms windows with RMS below -60 dBFS (1e-3) */
   float *mel_emb;           /* (n, 128) */
   float *mae_emb;           /* (n, mae dim), NULL without AudioMAE */
   int mae_dim;
+  double *tempo;            /* (n) adh_tempo of each clip (data/adherence.h), or NULL */
+  int *key;                 /* (n) adh_key of each clip, or NULL */
+  float **mels;             /* (n_mels_kept) log-mel (frames, 64) of the first clips, or NULL */
+  int *mel_frames;          /* (n_mels_kept) */
+  int n_mels_kept;
   EvalSkip *skipped;
   int n_skipped;
 } EvalSet;
 
+typedef struct EvalLoadOptions {
+  EvalMae *mae;   /* AudioMAE features too, or NULL */
+  bool adherence; /* tempo and key of every clip (set->tempo, set->key) */
+  int keep_mels;  /* keep the log-mels of the first this many clips (set->mels) */
+} EvalLoadOptions;
+
 /* Reads every regular file of dir (sorted by name, dot-files ignored) at 16 kHz; unusable ones
- * go to set->skipped. mae may be NULL. -1 with err if dir cannot be listed or fewer than 2
- * files are usable (set is then freed). */
+ * go to set->skipped. Features as opt asks (NULL: log-mel embeddings only). -1 with err if dir
+ * cannot be listed or fewer than 2 files are usable (set is then freed). */
+int eval_set_load_with(const char *dir, const EvalLoadOptions *opt, EvalSet *set, McmErr *err);
+/* eval_set_load_with and only an AudioMAE (mae may be NULL). */
 int eval_set_load(const char *dir, EvalMae *mae, EvalSet *set, McmErr *err);
 void eval_set_free(EvalSet *set);
+
+/* The set's summary as a JSON object {dir, files, seconds, mean_rms, silence_fraction,
+ * skipped: [{file, reason}]} (a jansson json_t *, new reference). */
+struct json_t *eval_set_json(const EvalSet *s);
+
+/* JSON text of root with a final newline, malloc'd; root is released. */
+char *eval_json_text(struct json_t *root);
 
 /* ------------------------------------------------------------------ the whole tool */
 

@@ -188,3 +188,56 @@ void mel_compute(Mel *m, const float *wav, int64_t n, float *out) {
     }
   }
 }
+
+/* ---------------------------------------------------------------- plain STFT */
+
+struct MagStft {
+  int n_fft;
+  float *window;       /* (n_fft) periodic Hann */
+  float *frame;        /* (n_fft) FFTW input */
+  fftwf_complex *spec; /* (n_fft/2 + 1) FFTW output */
+  fftwf_plan plan;
+};
+
+MagStft *mag_stft_create(int n_fft, McmErr *err) {
+  if (n_fft < 4 || n_fft > (1 << 22) || n_fft % 2) {
+    mcm_err(err, "mag_stft: n_fft %d must be even and in [4, 4194304]", n_fft);
+    return NULL;
+  }
+  MagStft *s = CALLOC_CHECK(1, sizeof *s);
+  s->n_fft = n_fft;
+  s->window = MALLOC_CHECK((size_t)n_fft * sizeof(float));
+  for (int i = 0; i < n_fft; i++) s->window[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n_fft));
+  s->frame = fftwf_malloc((size_t)n_fft * sizeof(float));
+  s->spec = fftwf_malloc((size_t)(n_fft / 2 + 1) * sizeof(fftwf_complex));
+  MCM_CHECK(s->frame && s->spec, "fftwf_malloc of %d floats failed", n_fft);
+  pthread_mutex_lock(&fftw_planner_lock);
+  s->plan = fftwf_plan_dft_r2c_1d(n_fft, s->frame, s->spec, FFTW_ESTIMATE);
+  pthread_mutex_unlock(&fftw_planner_lock);
+  MCM_CHECK(s->plan, "fftwf_plan_dft_r2c_1d(%d) failed", n_fft);
+  return s;
+}
+
+void mag_stft_destroy(MagStft *s) {
+  if (!s) return;
+  pthread_mutex_lock(&fftw_planner_lock);
+  fftwf_destroy_plan(s->plan);
+  pthread_mutex_unlock(&fftw_planner_lock);
+  fftwf_free(s->frame);
+  fftwf_free(s->spec);
+  free(s->window);
+  free(s);
+}
+
+void mag_stft_frame(MagStft *s, const float *wav, int64_t n, int64_t start, float *mag) {
+  const int N = s->n_fft;
+  for (int i = 0; i < N; i++) {
+    int64_t p = start + i;
+    s->frame[i] = p >= 0 && p < n ? wav[p] * s->window[i] : 0.0f;
+  }
+  fftwf_execute(s->plan);
+  for (int k = 0; k <= N / 2; k++) {
+    float re = s->spec[k][0], im = s->spec[k][1];
+    mag[k] = sqrtf(re * re + im * im);
+  }
+}

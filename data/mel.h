@@ -60,6 +60,20 @@ void mel_compute(Mel *m, const float *wav, int64_t n, float *out);
 /* The filterbank (n_mels, n_fft/2 + 1), row-major. */
 const float *mel_filterbank(const Mel *m);
 
+/* ---------------------------------------------------------------- a plain magnitude STFT
+ * For analyses other than the mel front end (data/adherence.h: onsets, chroma), on the same
+ * FFTW plumbing so that the planner is serialised in one place. Periodic Hann window of
+ * length n_fft; frame `start` covers wav[start .. start + n_fft), samples outside [0, n)
+ * are zeros (so frames may hang over either end). */
+typedef struct MagStft MagStft;
+
+/* n_fft even, 4 .. 2^22. NULL with err otherwise. */
+MagStft *mag_stft_create(int n_fft, McmErr *err);
+void mag_stft_destroy(MagStft *s);
+
+/* mag (n_fft/2 + 1) = |FFT(window · wav[start .. start + n_fft))|. */
+void mag_stft_frame(MagStft *s, const float *wav, int64_t n, int64_t start, float *mag);
+
 #ifdef __cplusplus
 }
 #endif

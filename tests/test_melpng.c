@@ -114,3 +114,69 @@ TEST(melpng_replaces_a_file_atomically) {
   png_header(path, &w, &h, &depth, &type);
   EXPECT(w == 3 && h == 2 * MELPNG_ROWS(2), "%ux%u", w, h);
 }
+
+/* ---------------------------------------------------------------- grids */
+
+/* Decodes an in-memory PNG to RGB. */
+static uint8_t *png_rgb_mem(const void *png, size_t n, uint32_t *w, uint32_t *h) {
+  png_image im;
+  memset(&im, 0, sizeof im);
+  im.version = PNG_IMAGE_VERSION;
+  ASSERT(png_image_begin_read_from_memory(&im, png, n), "read: %s", im.message);
+  im.format = PNG_FORMAT_RGB;
+  uint8_t *buf = malloc(PNG_IMAGE_SIZE(im));
+  ASSERT(png_image_finish_read(&im, NULL, buf, 0, NULL), "decode: %s", im.message);
+  *w = im.width, *h = im.height;
+  return buf;
+}
+
+TEST(melpng_grid_places_cells_averages_long_ones_and_leaves_gaps) {
+  /* 2 x 2 cells of 8 bins: (0,0) 600 frames, loud only in bin 0 and in frames 598-599 (the
+   * last column averages frames 597..599: 3 per column, 200 columns); (0,1) 100 frames loud
+   * in bin 7; (1,0) empty; (1,1) 50 frames, all equal. */
+  const int M = 8, rows = MELPNG_GRID_ROWS(M), G = MELPNG_GRID_GAP;
+  float *a = malloc(sizeof(float) * 600 * M), *b = malloc(sizeof(float) * 100 * M), *d = malloc(sizeof(float) * 50 * M);
+  for (int t = 0; t < 600; t++)
+    for (int m = 0; m < M; m++) a[t * M + m] = (m == 0 || t >= 598) ? 0.0f : -20.0f;
+  for (int t = 0; t < 100; t++)
+    for (int m = 0; m < M; m++) b[t * M + m] = m == 7 ? 1.0f : -20.0f;
+  for (int i = 0; i < 50 * M; i++) d[i] = 3.0f;
+  const float *cells[4] = {a, b, NULL, d};
+  const int frames[4] = {600, 100, 0, 50};
+  int W, H;
+  melpng_grid_size(frames, 2, 2, M, &W, &H);
+  EXPECT(rows == 16, "8 bins: 16 rows each (128 px)");
+  EXPECT(W == G + 2 * (200 + G) && H == G + 2 * (M * rows + G), "%dx%d", W, H);
+  void *png;
+  size_t n;
+  McmErr err = {{0}};
+  ASSERT(melpng_grid_encode(cells, frames, 2, 2, M, &png, &n, &err) == 0, "%s", err.msg);
+  uint32_t w, h;
+  uint8_t *img = png_rgb_mem(png, n, &w, &h);
+  ASSERT(w == (uint32_t)W && h == (uint32_t)H, "%ux%u vs %dx%d", w, h, W, H);
+#define PX(x, y) (img + 3 * ((size_t)(y) * w + (x)))
+  const int cw = 200, ch = M * rows, x1 = G + cw + G, y1 = G + ch + G;
+  EXPECT(PX(0, 0)[0] == 40 && PX(G + cw + 1, 10)[1] == 40, "gaps are dark grey");
+  EXPECT(PX(G + 5, G + ch - 1)[0] == 255 && luma(PX(G + 5, G)) < 5, "cell (0,0): bin 0 loud at the bottom, the top dark");
+  /* the last column averages frames 597 (quiet, -20) and 598, 599 (0): (-20/3) nats below the
+   * top, 0.276 of the 9.21-nat range below white; the column before it is all quiet */
+  uint8_t want[3];
+  melpng_colormap(lroundf((1.0f - (20.0f / 3.0f) / MELPNG_RANGE_NATS) * 255.0f) / 255.0f, want); /* 256 levels */
+  EXPECT(!memcmp(PX(G + 199, G), want, 3), "averaged last column: %d,%d,%d vs %d,%d,%d", PX(G + 199, G)[0],
+         PX(G + 199, G)[1], PX(G + 199, G)[2], want[0], want[1], want[2]);
+  EXPECT(luma(PX(G + 198, G)) < 5, "the column before is quiet");
+  EXPECT(luma(PX(x1 + 3, G)) > 250 && luma(PX(x1 + 3, G + ch - 1)) < 5, "cell (0,1): bin 7 at the top");
+  EXPECT(PX(x1 + 100, G + 5)[0] == 40, "cell (0,1) is 100 px wide, then background");
+  EXPECT(PX(G + 10, y1 + 10)[0] == 40 && PX(G + 10, y1 + 10)[2] == 40, "the empty cell is background");
+  EXPECT(luma(PX(x1 + 10, y1 + 10)) > 250 && PX(x1 + 50, y1 + 10)[0] == 40, "cell (1,1): 50 px, all at the top");
+#undef PX
+  free(img), free(png);
+  /* refusals */
+  float bad[8] = {0, 0, 0, NAN, 0, 0, 0, 0};
+  const float *bc[1] = {bad};
+  const int bf[1] = {1};
+  EXPECT(melpng_grid_encode(bc, bf, 1, 1, M, &png, &n, &err) == -1 && png == NULL, "NaN refused");
+  EXPECT_STR_CONTAINS(err.msg, "grid cell (0, 0)");
+  EXPECT(melpng_grid_encode(bc, bf, 0, 1, M, &png, &n, &err) == -1, "no rows refused");
+  free(a), free(b), free(d);
+}
