@@ -63,6 +63,7 @@ struct Trainer {
   int64_t step;                  /* completed steps */
   int64_t nan_streak, skipped;
   FILE *log;                     /* rank 0: run.out_dir/log.jsonl */
+  const TrainerDraws *draws;      /* test hook (trainer_set_draws), else NULL */
   double t_last_log;
   int64_t step_last_log;
   double flops_since_log;        /* model FLOPs of this rank's steps since the last log line */
@@ -778,6 +779,15 @@ fail:
 void trainer_destroy(Trainer *t) { trainer_free(t); }
 int64_t trainer_step_count(const Trainer *t) { return t->step; }
 
+int trainer_set_draws(Trainer *t, const TrainerDraws *d, McmErr *err) {
+  if (d && !t->distill)
+    return mcm_err(err, "trainer_set_draws: train.mode = %s; injected draws are for distill", t->cfg.train.mode);
+  t->draws = d;
+  return 0;
+}
+
+TrainerParts trainer_parts(Trainer *t) { return (TrainerParts){&t->ps_student, &t->ps_ema, t->adv}; }
+
 /* ------------------------------------------------------------------ the step */
 
 static double scheduled_lr(const Trainer *t) {
@@ -819,12 +829,21 @@ static Tensor *normal_rows(Trainer *t, int C, int H, int W) {
   return op_reshape(t->ctx, op_slice(t->ctx, r, 1, t->rank, 1), SHAPE(B, C, H, W));
 }
 
+/* A normal draw of this rank's rows, or the injected one (trainer_set_draws). */
+static Tensor *normal_draw(Trainer *t, const float *given, int C, int H, int W) {
+  if (!given) return normal_rows(t, C, H, W);
+  Tensor *g = tensor_new(t->ctx, DT_F32, SHAPE(t->B, C, H, W));
+  tensor_from_host_f32(t->ctx, g, given);
+  return g;
+}
+
 static int step_once(Trainer *t, StepStats *st, McmErr *err) {
   Ctx *ctx = t->ctx;
   const Config *c = &t->cfg;
   const int B = t->B, C = t->C, H = t->H, W = t->W, D = t->D;
   McmErr e = {{0}};
-  const Batch *b = loader_next(t->loader, &e);
+  const TrainerDraws *dr = t->draws; /* NULL unless a test injects the inputs */
+  const Batch *b = dr ? dr->batch : loader_next(t->loader, &e);
   if (!b) return mcm_err(err, "reading the training data: %s", e.msg);
   MCM_CHECK(b->n == B, "trainer: a batch of %d rows, expected %d (drop_last)", b->n, B);
 
@@ -852,14 +871,18 @@ static int step_once(Trainer *t, StepStats *st, McmErr *err) {
   /* vae_sample's formula, with this rank's rows of the global draw */
   Tensor *mean = op_slice(ctx, mom, 1, 0, C), *logvar = op_slice(ctx, mom, 1, C, C);
   Tensor *std = op_exp(ctx, op_scale(ctx, op_clamp(ctx, logvar, -30.0f, 20.0f), 0.5f));
-  Tensor *z = op_add(ctx, mean, op_mul(ctx, std, normal_rows(t, C, H, W)));
+  Tensor *z = op_add(ctx, mean, op_mul(ctx, std, normal_draw(t, dr ? dr->latent_eps : NULL, C, H, W)));
   Tensor *x0 = op_scale(ctx, z, t->scale);
   Tensor *cond = tensor_new(ctx, DT_F32, SHAPE(B, D));
   if (t->distill) {
-    float *u = uniform_rows(t, 1);
     int *index = ctx_alloc_host(ctx, (size_t)B * sizeof *index);
-    for (int i = 0; i < B; i++) index[i] = (int)fminf(u[i] * (float)t->grid.n, (float)(t->grid.n - 1));
-    Tensor *noise = normal_rows(t, C, H, W);
+    if (dr) {
+      memcpy(index, dr->index, (size_t)B * sizeof *index);
+    } else {
+      float *u = uniform_rows(t, 1);
+      for (int i = 0; i < B; i++) index[i] = (int)fminf(u[i] * (float)t->grid.n, (float)(t->grid.n - 1));
+    }
+    Tensor *noise = normal_draw(t, dr ? dr->noise : NULL, C, H, W);
     loader_text_emb_to_tensor(ctx, b, cond);
     float *un = ctx_alloc_host(ctx, (size_t)B * D * sizeof *un);
     for (int i = 0; i < B; i++) memcpy(un + (size_t)i * D, t->uncond, (size_t)D * sizeof *un);
@@ -924,6 +947,7 @@ update:;
     for (int i = 0; i < t->opt->n; i++) g[i] = grad_of(ctx, t->opt->params[i]);
     comm_allreduce_mean(ctx, t->comm, g, t->opt->n);
   }
+  if (dr && dr->on_grads) dr->on_grads(ctx, dr->user);
   double norm = c->train.grad_clip > 0 ? grad_clip(ctx, t->opt->params, t->opt->n, (float)c->train.grad_clip)
                                        : grad_global_norm(ctx, t->opt->params, t->opt->n);
   double sums[9] = {loss_h, finite ? 0.0 : 1.0, distill_h, g_h, al.d_real + voc_d_real, al.d_fake + voc_d_fake, al.r1,

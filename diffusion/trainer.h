@@ -108,6 +108,38 @@ void trainer_destroy(Trainer *t);
  * considered): 1 and the path, 0 when there is none. */
 int trainer_latest_checkpoint(const char *dir, char *path, size_t size, int64_t *step);
 
+/* ------------------------------------------------------------------ test hooks
+ * For checking the real step against an independent implementation given the same numbers
+ * (tests/test_full_step.c against tests/fixtures/full_step.py): with draws set, each
+ * trainer_step of train.mode = distill takes its batch and its three random draws from *d
+ * instead of the loader and the RNG (neither is advanced), and calls d->on_grads once the
+ * step's gradients are complete: the student's summed over ranks but not yet clipped, the
+ * heads' after their own step (hinge + R1, their AdamW done). Everything else is the normal
+ * step. Not for training runs: the data position and the RNG stay where they were. */
+struct Batch;
+struct ParamSet;
+struct Adversarial;
+typedef struct TrainerDraws {
+  const struct Batch *batch; /* n = train.batch_size rows: latent moments (2C, H, W), text_emb (D),
+                                with the discriminator mel (frames, n_mels) */
+  const float *latent_eps;   /* (B, C, H, W) ε of the latent sample x0 = (mean + std·ε)·scale */
+  const int *index;          /* (B) DDIM grid indices in [0, train.num_ddim_steps) */
+  const float *noise;        /* (B, C, H, W) the noise to t_{n+k} */
+  void (*on_grads)(Ctx *ctx, void *user); /* may be NULL */
+  void *user;
+} TrainerDraws;
+/* d NULL: back to the loader and the RNG. -1 with err outside train.mode = distill. d must
+ * stay valid while it is set. */
+int trainer_set_draws(Trainer *t, const TrainerDraws *d, McmErr *err);
+
+/* The trained networks: the student's and its EMA's parameters (same order), and the
+ * adversarial part (NULL without train.adversarial). Owned by the trainer. */
+typedef struct TrainerParts {
+  const struct ParamSet *student, *ema;
+  struct Adversarial *adv;
+} TrainerParts;
+TrainerParts trainer_parts(Trainer *t);
+
 #ifdef __cplusplus
 }
 #endif

@@ -81,13 +81,14 @@ TEST(demo_chain_tiny_end_to_end) {
       "bundle/text_encoder.h5", "bundle/tokenizer/vocab.json", "bundle/tokenizer/merges.txt",
       "samples/teacher_ddim4/000_an-energetic-and-pulsing-techno-cut-in-b_seed0.wav",
       "samples/student_cm4/000_an-energetic-and-pulsing-techno-cut-in-b_seed0.wav",
-      "samples/student_cm1/001_a-peaceful-and-gentle-classical-miniatur_seed1.wav", "eval/student_cm4.json",
-      "report.json", "report.md",
+      "samples/student_cm1/001_a-peaceful-and-gentle-classical-miniatur_seed1.wav", "bundle/bridge.h5",
+      "runs/demo_noadv/student.h5", "samples/noadv_cm4/000_an-energetic-and-pulsing-techno-cut-in-b_seed0.wav",
+      "eval/report.json", "eval/report.md", "eval/mels.png",
   };
   for (size_t i = 0; i < sizeof outputs / sizeof *outputs; i++)
     EXPECT(exists(work, outputs[i]), "%s/%s is missing or empty", work, outputs[i]);
   const char *stages[] = {"dataset", "vocab", "shards", "vae", "vocoder", "latents", "teacher", "text_emb",
-                          "bridge", "distill", "bundle", "report"};
+                          "bridge", "distill", "distill_noadv", "bundle", "bundle_noadv", "report"};
   for (size_t i = 0; i < sizeof stages / sizeof *stages; i++) {
     char rel[128];
     mcm_snprintf(rel, sizeof rel, "stages/%s.done", stages[i]);
@@ -105,12 +106,17 @@ TEST(demo_chain_tiny_end_to_end) {
   mcm_snprintf(p, sizeof p, "%s/runs/demo/student.h5", work);
   EXPECT(file_contains(p, "mcm-weights 1"), "%s is not a converted-format weights file", p);
 
-  /* The evaluation report: each set's Frechet distance. */
-  mcm_snprintf(p, sizeof p, "%s/report.json", work);
-  EXPECT(file_contains(p, "\"student_cm4\"") && file_contains(p, "\"teacher_ddim4\"") && file_contains(p, "\"fd\""),
+  /* The ablation was distilled without the adversarial term. */
+  mcm_snprintf(p, sizeof p, "%s/logs/distill_noadv.log", work);
+  EXPECT(exists(work, "logs/distill_noadv.log") && !file_contains(p, "D real"), "%s: adversarial losses in the ablation", p);
+
+  /* The evaluation report: every set with its Frechet distance, adherence and latency. */
+  mcm_snprintf(p, sizeof p, "%s/eval/report.json", work);
+  EXPECT(file_contains(p, "\"student_cm4\"") && file_contains(p, "\"teacher_ddim4\"") &&
+             file_contains(p, "\"noadv_cm4\"") && file_contains(p, "\"fd\""),
          "%s lacks the sets or their FD", p);
-  mcm_snprintf(p, sizeof p, "%s/report.md", work);
-  EXPECT(file_contains(p, "| student_cm4 |"), "%s lacks the student row", p);
+  mcm_snprintf(p, sizeof p, "%s/eval/report.md", work);
+  EXPECT(file_contains(p, "student_cm4") && file_contains(p, "noadv_cm4"), "%s lacks the student rows", p);
 
   /* The bundle makes a WAV of the asked length with ./infer: 0.64 s at 16 kHz = 10240 samples
    * (the UNet's native 16 latent frames x VAE factor 4 x hop 160). */

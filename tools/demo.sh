@@ -49,7 +49,7 @@ BIN=${MCM_BIN_DIR:-$ROOT}
 TOOLS=${MCM_TOOLS_DIR:-$ROOT/${BUILD:-build/cpu}/tools}
 DEVICE=${DEMO_DEVICE:-auto}
 for b in "$BIN/train" "$BIN/prepare" "$BIN/infer" "$TOOLS/make_demo_dataset" "$TOOLS/build_vocab" \
-  "$TOOLS/fit_bridge" "$TOOLS/evaluate"; do
+  "$TOOLS/fit_bridge" "$TOOLS/eval_report"; do
   [ -x "$b" ] || { echo "demo.sh: $b is missing (hint: make)" >&2; exit 2; }
 done
 
@@ -234,25 +234,14 @@ for set in $EVAL_SETS; do
     --seconds "$EVAL_SECONDS" --seed 0 --device "$DEVICE" --timings "${opts[@]}"
 done
 
-# 13. Evaluation: each set against the demo audio; report.json and report.md.
-mkdir -p "$WORK/eval"
-for set in $EVAL_SETS; do
-  stage "evaluate_$set" "$WORK/eval/$set.json" -- \
-    "$TOOLS/evaluate" --generated "$SAMPLES/$set" --reference "$DATA/audio" --out "$WORK/eval/$set.json" --device "$DEVICE"
-done
-write_report() {
-  local json="{" md="| set | FD (log-mel stats) |"$'\n'"|---|---|" sep=""
-  for set in $EVAL_SETS; do
-    json+="$sep"$'\n'"  \"$set\": $(cat "$WORK/eval/$set.json")"
-    sep=","
-    local fd
-    fd=$(tr -d '\n ' <"$WORK/eval/$set.json" | sed -n 's/.*"logmel":{[^}]*"fd":\([-0-9.eE+a-z]*\).*/\1/p')
-    md+=$'\n'"| $set | ${fd:-?} |"
-  done
-  printf '%s\n}\n' "$json" >"$WORK/report.json.tmp" && mv "$WORK/report.json.tmp" "$WORK/report.json"
-  printf '# mcm demo evaluation (%s scale)\n\nFrechet distance to the demo audio, lower is better.\n\n%s\n' \
-    "$SCALE" "$md" >"$WORK/report.md.tmp" && mv "$WORK/report.md.tmp" "$WORK/report.md"
-  cat "$WORK/report.md"
-}
-stage report "$WORK/report.json" "$WORK/report.md" -- write_report
-log "done: bundle $BUNDLE, report $WORK/report.md"
+# 13. Evaluation, one report of every set against the demo audio (tools/eval_report): Frechet
+# distance on log-mel statistics, prompt adherence (tempo, key, genre against the captions'
+# attributes), latency per component from ./infer --timings, and a mel-spectrogram grid:
+# eval/report.json, eval/report.md, eval/mels.png.
+EVAL_ARGS=()
+for set in $EVAL_SETS; do EVAL_ARGS+=(--set "$set=$SAMPLES/$set,timings=$LOGS/sample_$set.log"); done
+stage report "$WORK/eval/report.json" "$WORK/eval/report.md" "$WORK/eval/mels.png" -- \
+  "$TOOLS/eval_report" --reference "$DATA/audio" --manifest "$DATA/manifest.json" \
+  --prompts "$SAMPLES/prompts.txt" "${EVAL_ARGS[@]}" --out "$WORK/eval"
+cat "$WORK/eval/report.md"
+log "done: bundle $BUNDLE, report $WORK/eval/report.md"
