@@ -113,7 +113,7 @@ TEST(demo_chain_tiny_end_to_end) {
   /* The evaluation report: every set with its Frechet distance, adherence and latency. */
   mcm_snprintf(p, sizeof p, "%s/eval/report.json", work);
   EXPECT(file_contains(p, "\"student_cm4\"") && file_contains(p, "\"teacher_ddim4\"") &&
-             file_contains(p, "\"noadv_cm4\"") && file_contains(p, "\"fd\""),
+             file_contains(p, "\"noadv_cm4\"") && file_contains(p, "\"fd_logmel\""),
          "%s lacks the sets or their FD", p);
   mcm_snprintf(p, sizeof p, "%s/eval/report.md", work);
   EXPECT(file_contains(p, "student_cm4") && file_contains(p, "noadv_cm4"), "%s lacks the student rows", p);
