@@ -12,6 +12,7 @@
 
 #include "core/cli.h"
 #include "core/config.h"
+#include "data/prompts.h"
 #include "core/io.h"
 #include "data/audio.h"
 #include "data/melpng.h"
@@ -163,52 +164,12 @@ static int parse_args(int argc, char **argv, InferArgs *a, char **sets, int *n_s
 
 /* ---------------------------------------------------------------- prompts and outputs */
 
-typedef struct Prompts {
-  char **text;
-  int n;
-} Prompts;
-
-static void prompts_free(Prompts *p) {
-  for (int i = 0; i < p->n; i++) free(p->text[i]);
-  free(p->text);
-}
-
-static void prompts_add(Prompts *p, const char *s, size_t len) {
-  p->text = realloc(p->text, (size_t)(p->n + 1) * sizeof *p->text);
-  MCM_CHECK(p->text, "out of memory");
-  p->text[p->n] = strndup(s, len);
-  MCM_CHECK(p->text[p->n], "out of memory");
-  p->n++;
-}
-
-/* --prompt, or the non-empty lines of --prompts-file (trimmed), each valid UTF-8. */
+/* --prompt, or the prompts of --prompts-file (data/prompts.h). */
 static int read_prompts(const InferArgs *a, Prompts *p, McmErr *err) {
-  if (a->prompt) {
-    if (!utf8_valid(a->prompt, strlen(a->prompt))) return mcm_err(err, "--prompt is not valid UTF-8");
-    prompts_add(p, a->prompt, strlen(a->prompt));
-    return 0;
-  }
-  FILE *f = fopen(a->prompts_file, "r");
-  if (!f) return mcm_err(err, "--prompts-file %s: %s", a->prompts_file, strerror(errno));
-  char *line = NULL;
-  size_t cap = 0;
-  int rc = 0;
-  for (long no = 1; getline(&line, &cap, f) >= 0; no++) {
-    char *s = line, *e = line + strlen(line);
-    while (s < e && strchr(" \t\r\n\f\v", *s)) s++;
-    while (e > s && strchr(" \t\r\n\f\v", e[-1])) e--;
-    if (s == e) continue;
-    if (!utf8_valid(s, (size_t)(e - s))) {
-      rc = mcm_err(err, "--prompts-file %s:%ld: the line is not valid UTF-8", a->prompts_file, no);
-      break;
-    }
-    prompts_add(p, s, (size_t)(e - s));
-  }
-  if (!rc && ferror(f)) rc = mcm_err(err, "--prompts-file %s: read error", a->prompts_file);
-  free(line);
-  fclose(f);
-  if (!rc && p->n == 0) rc = mcm_err(err, "--prompts-file %s: no prompt in it (every line is empty)", a->prompts_file);
-  return rc;
+  if (!a->prompt) return prompts_read_file(a->prompts_file, "--prompts-file", p, err);
+  if (!utf8_valid(a->prompt, strlen(a->prompt))) return mcm_err(err, "--prompt is not valid UTF-8");
+  prompts_add(p, a->prompt, strlen(a->prompt));
+  return 0;
 }
 
 static const char *extension(const char *path) {

@@ -17,6 +17,7 @@
 #include "data/adherence.h"
 #include "data/evaluate.h"
 #include "data/melpng.h"
+#include "data/prompts.h"
 #include "diffusion/pipeline.h"
 
 const char EVAL_REPORT_USAGE[] =
@@ -185,40 +186,6 @@ void eval_report_options_free(EvalReportOptions *o) {
 }
 
 /* ------------------------------------------------------------------ inputs */
-
-typedef struct Prompts {
-  char **text;
-  int n;
-} Prompts;
-
-static void prompts_free(Prompts *p) {
-  for (int i = 0; i < p->n; i++) free(p->text[i]);
-  free(p->text);
-  memset(p, 0, sizeof *p);
-}
-
-/* The non-empty lines, trimmed, as ./infer --prompts-file reads them. */
-static int read_prompts(const char *path, Prompts *p, McmErr *err) {
-  memset(p, 0, sizeof *p);
-  FILE *f = fopen(path, "r");
-  if (!f) return mcm_err(err, "--prompts %s: %s", path, strerror(errno));
-  char *line = NULL;
-  size_t cap = 0;
-  while (getline(&line, &cap, f) >= 0) {
-    char *s = line, *e = line + strlen(line);
-    while (s < e && strchr(" \t\r\n\f\v", *s)) s++;
-    while (e > s && strchr(" \t\r\n\f\v", e[-1])) e--;
-    if (s == e) continue;
-    p->text = REALLOC_CHECK(p->text, sizeof(char *) * (size_t)(p->n + 1));
-    p->text[p->n++] = dup_str(s, (size_t)(e - s));
-  }
-  bool bad = ferror(f);
-  free(line);
-  fclose(f);
-  if (bad) return prompts_free(p), mcm_err(err, "--prompts %s: read error", path);
-  if (!p->n) return mcm_err(err, "--prompts %s: no prompt in it (every line is empty)", path);
-  return 0;
-}
 
 static int check_dir(const char *what, const char *dir, McmErr *err) {
   DIR *d = opendir(dir);
@@ -560,7 +527,7 @@ int eval_report_run(const EvalReportOptions *o, McmErr *err) {
   AdhNcm ncm = {0};
   char *json = NULL, *md = NULL;
   void *png = NULL;
-  int rc = read_prompts(o->prompts, &prompts, err);
+  int rc = prompts_read_file(o->prompts, "--prompts", &prompts, err);
   for (int i = 0; i < o->n_sets && !rc; i++) {
     sets[i].name = o->sets[i].name, sets[i].spec = &o->sets[i];
     if (o->sets[i].timings && eval_timings_parse(o->sets[i].timings, &sets[i].tm, err))

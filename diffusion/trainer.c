@@ -19,6 +19,7 @@
 
 #include "core/checkpoint.h"
 #include "data/loader.h"
+#include "data/prompts.h"
 #include "diffusion/adversarial.h"
 #include "diffusion/objectives.h"
 #include "diffusion/pipeline.h"
@@ -489,17 +490,16 @@ static PipelineRequest sample_request(const Trainer *t) {
 static int read_prompts(Trainer *t, McmErr *err) {
   const char *path = t->cfg.sample.prompts;
   if (!path[0]) return mcm_err(err, "sample.every > 0 needs sample.prompts (a file, one prompt a line)");
-  FILE *f = fopen(path, "r");
-  if (!f) return mcm_err(err, "sample.prompts = %s: %s", path, strerror(errno));
-  char line[4096];
-  t->prompts = calloc(SAMPLE_MAX_PROMPTS, sizeof *t->prompts);
-  while (fgets(line, sizeof line, f) && t->n_prompts < SAMPLE_MAX_PROMPTS) {
-    size_t n = strcspn(line, "\r\n");
-    line[n] = 0;
-    if (n && strspn(line, " \t") < n) t->prompts[t->n_prompts++] = strdup(line);
+  Prompts p = {0};
+  if (prompts_read_file(path, "sample.prompts =", &p, err)) return -1;
+  if (p.n > SAMPLE_MAX_PROMPTS) {
+    int n = p.n;
+    prompts_free(&p);
+    return mcm_err(err, "sample.prompts = %s: %d prompts, at most %d (each is sampled at every sample.every steps)",
+                   path, n, SAMPLE_MAX_PROMPTS);
   }
-  fclose(f);
-  return t->n_prompts ? 0 : mcm_err(err, "sample.prompts = %s: no prompt in it", path);
+  t->prompts = p.text, t->n_prompts = p.n;
+  return 0;
 }
 
 /* The bundle's UNet must have the trained network's parameters, name for name and shape for
