@@ -49,6 +49,7 @@ static void run_backward(Ctx *ctx) {
   for (int i = tape->n - 1; i >= 0; i--) {
     TapeNode *node = tape->nodes[i];
     if (node->out->grad) node->backward(ctx, node); /* no gradient reached it: nothing to do */
+    if (ctx->tape_hook) ctx->tape_hook(ctx, i, ctx->tape_hook_user);
   }
   tape_clear(ctx);
   ctx_set_grad(ctx, was);
@@ -66,6 +67,11 @@ void backward_from(Ctx *ctx, Tensor *out, const Tensor *grad_out) {
   MCM_CHECK(out->requires_grad, "backward_from: the output does not require a gradient");
   tensor_copy(ctx, grad_of(ctx, out), grad_out);
   run_backward(ctx);
+}
+
+void tape_set_hook(Ctx *ctx, TapeHook fn, void *user) {
+  ctx->tape_hook = fn;
+  ctx->tape_hook_user = fn ? user : NULL;
 }
 
 bool ctx_set_grad(Ctx *ctx, bool enabled) {
