@@ -64,6 +64,7 @@ typedef struct Config {
     int64_t warmup_steps;
     double cond_dropout, teacher_ema_decay;
     int64_t nan_tolerance;
+    double allreduce_bucket_mb;
   } train;
   struct {
     char weights[CFG_MAX_STRING]; /* converted teacher UNet */

@@ -96,6 +96,9 @@ const CfgKey MCM_SCHEMA[] = {
           "teacher mode: rate of the EMA of the weights kept for sampling (MusicLDM 0.9999)"),
     INT(train, nan_tolerance, "10", 1, NOMAX,
         "a step with a NaN/Inf loss or gradient is skipped; this many in a row stop the run"),
+    FLOAT(train, allreduce_bucket_mb, "25", 0, 4096,
+          "data parallel: gradients are averaged over ranks in buckets of at most this many MiB, each started "
+          "during backward once its gradients are final (kernels/grad_sync.h); 0 = one all-reduce after backward"),
 
     /* ------------------------------------------------------------------ [teacher] */
     STRING(teacher, weights, "", NULL,

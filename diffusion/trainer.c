@@ -29,6 +29,7 @@
 #include "data/audio.h"
 #include "data/melpng.h"
 #include "kernels/comm.h"
+#include "kernels/grad_sync.h"
 #include "kernels/rng.h"
 #include "models/vae.h"
 
@@ -40,6 +41,7 @@ struct Trainer {
   bool distill, quiet;
   Comm *comm;
   int rank, world;
+  GradSync *gs_opt, *gs_heads;   /* world > 1: the gradient averaging of opt's and the heads' lists */
   Loader *loader;
   Schedule sched;
   DistillGrid grid;
@@ -223,13 +225,23 @@ static int open_adversarial(Trainer *t, McmErr *err) {
   return 0;
 }
 
-/* Data parallel: the heads' gradients are averaged like the student's. */
+/* Data parallel: the discriminators' gradients are averaged like the student's. The
+ * AudioMAE heads' in buckets after their last backward (hinge and R1 accumulate into them in
+ * separate passes, so none of them alone makes a gradient final: no overlap); the vocoder's
+ * discriminators in one all-reduce. */
 static void heads_grad_hook(Ctx *ctx, Tensor *const *params, int n, void *user) {
   Trainer *t = user;
-  if (t->world == 1) return;
-  Tensor **g = ctx_alloc_host(ctx, (size_t)n * sizeof *g);
-  for (int i = 0; i < n; i++) g[i] = grad_of(ctx, params[i]);
-  comm_allreduce_mean(ctx, t->comm, g, n);
+  if (t->world <= 1) return;
+  if (t->gs_heads) {
+    int n_heads;
+    MCM_CHECK(params == adv_head_params(t->adv, &n_heads) && n == n_heads,
+              "trainer: the heads' grad hook got another parameter list");
+    grad_sync_finish(t->gs_heads, ctx);
+  } else {
+    Tensor **g = ctx_alloc_host(ctx, (size_t)n * sizeof *g);
+    for (int i = 0; i < n; i++) g[i] = grad_of(ctx, params[i]);
+    comm_allreduce_mean(ctx, t->comm, g, n);
+  }
 }
 
 /* The shards' glob or directory -> its encoders.h5. */
@@ -582,6 +594,7 @@ static void trainer_free(Trainer *t) {
   vocoder_train_destroy(t->vo);
   text_joint_destroy(t->tj);
   pipeline_close(t->pipe);
+  grad_sync_destroy(t->gs_opt), grad_sync_destroy(t->gs_heads);
   for (int i = 0; i < t->n_prompts; i++) free(t->prompts[i]);
   free(t->prompts);
   free(t->ema_p), free(t->ema_w), free(t->uncond);
@@ -757,6 +770,22 @@ optimizer:;
     VocoderDisc *vd = t->vo ? vocoder_train_disc(t->vo) : NULL;
     if (vd) comm_broadcast(ctx, t->comm, vd->ps.p, vd->ps.n, 0);
   }
+  if (t->world > 1) {
+    const int64_t bucket = (int64_t)(c->train.allreduce_bucket_mb * 1048576.0);
+    t->gs_opt = grad_sync_create(ctx, t->comm, t->opt->params, t->opt->n, bucket);
+    if (t->adv) {
+      int n_heads;
+      Tensor **heads = adv_head_params(t->adv, &n_heads);
+      t->gs_heads = grad_sync_create(ctx, t->comm, heads, n_heads, bucket);
+    }
+    if (!t->quiet && t->rank == 0) {
+      if (bucket > 0)
+        printf("# data parallel: %d ranks; gradients averaged in buckets of %g MiB started during backward\n",
+               t->world, c->train.allreduce_bucket_mb);
+      else
+        printf("# data parallel: %d ranks; gradients averaged in one all-reduce after backward\n", t->world);
+    }
+  }
   if (c->sample.every > 0 && t->rank == 0 && open_pipeline(t, err)) goto fail;
   if (t->rank == 0) {
     char lp[CFG_MAX_STRING + 32];
@@ -928,7 +957,12 @@ update:;
   float loss_h;
   tensor_to_host_f32(ctx, loss, &loss_h);
   if (!t->adversarial && !t->vt && !t->vo) distill_h = loss_h;
+  /* Data parallel: buckets of the mean gradient start during backward (every rank lists
+   * every parameter, so a parameter without a gradient this step is averaged as zeros), and
+   * are all in before anything else talks to the other ranks. */
+  if (t->gs_opt) grad_sync_begin(t->gs_opt, ctx);
   backward(ctx, loss);
+  if (t->gs_opt) grad_sync_finish(t->gs_opt, ctx);
   /* The heads' step on the same fake, detached (skipped with the student's when the
    * generator side is not finite: a NaN fake would poison the heads too). */
   AdvLosses al = {0};
@@ -939,13 +973,6 @@ update:;
     if (f == 0 && adv_discriminator_step(ctx, t->adv, real_mel, tensor_detach(ctx, fake_mel), adv_c,
                                          (float)c->adversarial.lr, &al, &e))
       return mcm_err(err, "discriminator step: %s", e.msg);
-  }
-  if (t->world > 1) {
-    /* the mean gradient over ranks (a parameter without one gets a zero one on every rank,
-     * so the lists agree) */
-    Tensor **g = ctx_alloc_host(ctx, (size_t)t->opt->n * sizeof *g);
-    for (int i = 0; i < t->opt->n; i++) g[i] = grad_of(ctx, t->opt->params[i]);
-    comm_allreduce_mean(ctx, t->comm, g, t->opt->n);
   }
   if (dr && dr->on_grads) dr->on_grads(ctx, dr->user);
   double norm = c->train.grad_clip > 0 ? grad_clip(ctx, t->opt->params, t->opt->n, (float)c->train.grad_clip)
@@ -1041,6 +1068,11 @@ static void log_step(Trainer *t, const StepStats *st) {
           "\"tflops_per_device\": %.6g",
           t->step, t->cfg.train.mode, st->loss, st->grad_norm, st->lr, sps, t->skipped, t->world, st->flops, tflops);
   if (peak > 0) fprintf(t->log, ", \"mfu\": %.6g, \"peak_tflops\": %.6g", mfu, peak);
+  if (t->gs_opt) {
+    int nb;
+    grad_sync_buckets(t->gs_opt, &nb);
+    fprintf(t->log, ", \"allreduce_buckets\": %d, \"allreduce_overlapped\": %d", nb, grad_sync_overlapped(t->gs_opt));
+  }
   if (t->adversarial)
     fprintf(t->log, ", \"distill\": %.9g, \"g_loss\": %.9g, \"d_real\": %.9g, \"d_fake\": %.9g, \"r1\": %.9g, \"d_acc\": %.6g",
             st->distill, st->g_loss, st->d_real, st->d_fake, st->r1, st->d_acc);

@@ -23,9 +23,10 @@
  *            generator loss with c = [text ‖ AudioMAE cls of the real mel]); after the
  *            backward, the heads' step on the same fake, detached (hinge + R1, their AdamW,
  *            their gradients averaged over ranks through the grad hook)
- *   backward; gradients averaged over ranks; clip to train.grad_clip (global norm); a
- *   non-finite loss or norm skips the update (counted; train.nan_tolerance in a row stop the
- *   run); AdamW at the scheduled lr; EMA update (distill: the target, μ = train.ema_decay;
+ *   backward, with the gradients' mean over ranks in buckets started during it as they
+ *   become final (train.allreduce_bucket_mb, kernels/grad_sync.h); clip to train.grad_clip
+ *   (global norm); a non-finite loss or norm skips the update (counted; train.nan_tolerance
+ *   in a row stop the run); AdamW at the scheduled lr; EMA update (distill: the target, μ = train.ema_decay;
  *   teacher: the sampling EMA, μ = train.teacher_ema_decay).
  * Random draws, in this order per step: the latent sample, then the index / timesteps (and
  * the dropout draws), then the noise, all from the context's counter-based RNG with seed
@@ -46,9 +47,12 @@
  * gives bit-identical losses to an uninterrupted one.
  *
  * Logs (rank 0): a line every run.log_every steps on stdout, and the same values as JSON
- * lines in run.out_dir/log.jsonl: step, loss, grad_norm, lr, samples_per_s, skipped (and
- * distill, g_loss, d_real, d_fake, r1, d_acc with the discriminator; mel, g_loss, fm, d_real,
- * d_fake with the vocoder's).
+ * lines in run.out_dir/log.jsonl: step, loss, grad_norm, lr, samples_per_s, skipped, world,
+ * flops_per_step, tflops_per_device (and mfu, peak_tflops on a GPU of known peak; distill,
+ * g_loss, d_real, d_fake, r1, d_acc with the discriminator; mel, g_loss, fm, d_real, d_fake
+ * with the vocoder's; allreduce_buckets and allreduce_overlapped, the buckets of the step's
+ * gradient averaging and how many of them started before backward ended, with several ranks
+ * and buckets).
  *
  * Samples (rank 0, sample.every > 0): every sample.every steps the EMA weights are copied
  * into the UNet of an ./infer bundle (sample.bundle; its UNet must have the same parameters)

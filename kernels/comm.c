@@ -475,6 +475,161 @@ void comm_barrier(Comm *c) {
   }
 }
 
+bool comm_same_on_all(Comm *c, const int64_t v[2]) {
+  int64_t m[4] = {v[0], v[1], -v[0], -v[1]};
+  switch (c->plan.backend) {
+    case COMM_BACKEND_NONE: return true;
+#if MCM_MPI
+    case COMM_BACKEND_MPI: MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, m, 4, MPI_INT64_T, MPI_MAX, c->mpi)); break;
+#endif
+#if MCM_CUDA
+    case COMM_BACKEND_NCCL: comm_nccl_max_i64(c->nccl, m, 4); break;
+#endif
+    default: MCM_FATAL("comm_same_on_all: backend %d is not in this build", (int)c->plan.backend);
+  }
+  return m[0] == v[0] && m[1] == v[1] && -m[2] == v[0] && -m[3] == v[1];
+}
+
+/* ------------------------------------------------------------------ non-blocking buckets */
+
+typedef struct AsyncMember {
+  Tensor *t;
+  int64_t off; /* in the staging buffer */
+} AsyncMember;
+
+struct CommAsync {
+  Comm *comm;
+  int64_t elems;
+  float *staging; /* (elems) on the context's device; none and MPI backends */
+  AsyncMember *members; /* started and not yet written back */
+  int n_members, cap_members;
+#if MCM_MPI
+  MPI_Request *req;
+  int n_req, cap_req;
+#endif
+  void *nccl; /* comm.cu's state on the NCCL backend */
+};
+
+CommAsync *comm_async_create(Ctx *ctx, Comm *c, int64_t elems) {
+  MCM_CHECK(elems >= 0, "comm_async_create: %lld elements", (long long)elems);
+  CommAsync *a = CALLOC_CHECK(1, sizeof *a);
+  a->comm = c, a->elems = elems;
+  switch (c->plan.backend) {
+    case COMM_BACKEND_NONE:
+    case COMM_BACKEND_MPI:
+      MCM_CHECK(c->plan.backend == COMM_BACKEND_NONE || ctx->dev == DEV_CPU,
+                "comm_async_create: MPI reduces host memory, the context is on %s", ctx->device_name);
+      a->staging = ctx_alloc_persistent(ctx, (size_t)(elems > 0 ? elems : 1) * sizeof(float));
+      break;
+#if MCM_CUDA
+    case COMM_BACKEND_NCCL: a->nccl = comm_nccl_async_create(ctx, c->nccl, elems); break;
+#endif
+    default: MCM_FATAL("comm_async_create: backend %d is not in this build", (int)c->plan.backend);
+  }
+  return a;
+}
+
+/* t's window of the staging buffer as a tensor of t's shape. */
+static Tensor staging_view(const CommAsync *a, const Ctx *ctx, const Tensor *t, int64_t off) {
+  Tensor v = {0};
+  tensor_init_header(&v, DT_F32, ctx->dev, t->ndim, t->shape);
+  v.data = a->staging + off;
+  return v;
+}
+
+void comm_async_start(CommAsync *a, Ctx *ctx, Tensor *const *t, int n, int64_t off) {
+  int64_t k = 0;
+  for (int i = 0; i < n; i++) {
+    CHECK_DTYPE("comm_async_start", t[i], DT_F32);
+    MCM_CHECK(t[i]->dev == ctx->dev, "comm_async_start: tensor %d is not on the context's device", i);
+    k += t[i]->numel;
+  }
+  MCM_CHECK(off >= 0 && off + k <= a->elems, "comm_async_start: window [%lld, %lld) outside the %lld-element staging",
+            (long long)off, (long long)(off + k), (long long)a->elems);
+#if MCM_CUDA
+  if (a->nccl) {
+    comm_nccl_async_start(a->nccl, ctx, t, n, off);
+    return;
+  }
+#endif
+  int64_t o = off;
+  for (int i = 0; i < n; i++) {
+    Tensor v = staging_view(a, ctx, t[i], o);
+    tensor_copy(ctx, &v, t[i]);
+    if (a->n_members == a->cap_members) {
+      a->cap_members = a->cap_members ? 2 * a->cap_members : 64;
+      a->members = REALLOC_CHECK(a->members, (size_t)a->cap_members * sizeof *a->members);
+    }
+    a->members[a->n_members++] = (AsyncMember){t[i], o};
+    o += t[i]->numel;
+  }
+#if MCM_MPI
+  if (a->comm->plan.backend == COMM_BACKEND_MPI) {
+    for (int64_t done = 0; done < k;) { /* MPI counts are int */
+      int part = k - done > (1 << 30) ? (1 << 30) : (int)(k - done);
+      if (a->n_req == a->cap_req) {
+        a->cap_req = a->cap_req ? 2 * a->cap_req : 16;
+        a->req = REALLOC_CHECK(a->req, (size_t)a->cap_req * sizeof *a->req);
+      }
+      MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, a->staging + off + done, part, MPI_FLOAT, MPI_SUM, a->comm->mpi,
+                               &a->req[a->n_req++]));
+      done += part;
+    }
+  }
+#endif
+}
+
+void comm_async_poll(CommAsync *a) {
+#if MCM_MPI
+  if (a->n_req > 0) {
+    int flag = 0;
+    MPI_CHECK(MPI_Testall(a->n_req, a->req, &flag, MPI_STATUSES_IGNORE));
+  }
+#else
+  (void)a;
+#endif
+}
+
+void comm_async_finish(CommAsync *a, Ctx *ctx) {
+#if MCM_CUDA
+  if (a->nccl) {
+    comm_nccl_async_finish(a->nccl, ctx);
+    return;
+  }
+#endif
+  const bool mpi = a->comm->plan.backend == COMM_BACKEND_MPI;
+#if MCM_MPI
+  if (a->n_req > 0) MPI_CHECK(MPI_Waitall(a->n_req, a->req, MPI_STATUSES_IGNORE));
+  a->n_req = 0;
+#endif
+  const float w = (float)a->comm->layout.world;
+  for (int m = 0; m < a->n_members; m++) {
+    Tensor *t = a->members[m].t;
+    if (mpi) { /* the host: comm_allreduce_mean's division, element by element */
+      const float *src = a->staging + a->members[m].off;
+      float *d = t->data;
+      for (int64_t i = 0; i < t->numel; i++) d[i] = src[i] / w;
+    } else { /* one rank: the value packed at start */
+      Tensor v = staging_view(a, ctx, t, a->members[m].off);
+      tensor_copy(ctx, t, &v);
+    }
+  }
+  a->n_members = 0;
+}
+
+void comm_async_destroy(CommAsync *a) {
+  if (!a) return;
+#if MCM_CUDA
+  if (a->nccl) comm_nccl_async_destroy(a->nccl);
+#endif
+#if MCM_MPI
+  if (a->n_req > 0) MPI_Waitall(a->n_req, a->req, MPI_STATUSES_IGNORE);
+  free(a->req);
+#endif
+  free(a->members);
+  free(a);
+}
+
 /* ------------------------------------------------------------------ one-node launcher */
 
 /* The one piece of process-wide state: a signal handler can only leave a note. */

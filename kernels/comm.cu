@@ -1,6 +1,9 @@
 /* NCCL collectives for comm.c (see comm.h). One communicator per Comm; every collective is
  * enqueued on the caller's context stream, so it is ordered after the backward pass that
- * wrote the gradients and before the optimizer that reads them, with no extra events.
+ * wrote the gradients and before the optimizer that reads them, with no extra events. The
+ * exception is comm_async's buckets (the end of this file): a stream of their own, joined to
+ * the context's stream by events at start and finish, so the work on the communicator stays
+ * in one order on the GPU.
  *
  * Bucketing: tensors smaller than COMM_BUCKET_ELEMS are copied (in list order) into one
  * flat fp32 device buffer, which is all-reduced with ncclAvg and copied back; a tensor of
@@ -70,14 +73,20 @@ extern "C" void comm_nccl_destroy(void *p) {
   free(nc);
 }
 
+extern "C" void comm_nccl_max_i64(void *p, int64_t *v, int n) {
+  NcclComm *nc = (NcclComm *)p;
+  if (n <= 0) return;
+  int64_t *d = (int64_t *)scratch(nc, (size_t)n * sizeof *v);
+  CUDA_CHECK(cudaMemcpyAsync(d, v, (size_t)n * sizeof *v, cudaMemcpyHostToDevice, nc->stream));
+  NCCL_CHECK(ncclAllReduce(d, d, (size_t)n, ncclInt64, ncclMax, nc->comm, nc->stream));
+  CUDA_CHECK(cudaMemcpyAsync(v, d, (size_t)n * sizeof *v, cudaMemcpyDeviceToHost, nc->stream));
+  CUDA_CHECK(cudaStreamSynchronize(nc->stream));
+}
+
 extern "C" void comm_nccl_check_signature(void *p, const int64_t sig[2], const char *what) {
   NcclComm *nc = (NcclComm *)p;
   int64_t v[4] = {sig[0], sig[1], -sig[0], -sig[1]};
-  int64_t *d = (int64_t *)scratch(nc, sizeof v);
-  CUDA_CHECK(cudaMemcpyAsync(d, v, sizeof v, cudaMemcpyHostToDevice, nc->stream));
-  NCCL_CHECK(ncclAllReduce(d, d, 4, ncclInt64, ncclMax, nc->comm, nc->stream));
-  CUDA_CHECK(cudaMemcpyAsync(v, d, sizeof v, cudaMemcpyDeviceToHost, nc->stream));
-  CUDA_CHECK(cudaStreamSynchronize(nc->stream));
+  comm_nccl_max_i64(nc, v, 4);
   MCM_CHECK(v[0] == sig[0] && v[1] == sig[1] && -v[2] == sig[0] && -v[3] == sig[1],
             "%s: rank %d passes %lld tensors of %lld elements in all, all ranks pass %lld..%lld tensors "
             "and %lld..%lld elements (every rank must pass the same list, NULL at the same places)",
@@ -164,4 +173,75 @@ extern "C" void comm_nccl_barrier(void *p) {
   CUDA_CHECK(cudaMemsetAsync(d, 0, sizeof(float), nc->stream));
   NCCL_CHECK(ncclAllReduce(d, d, 1, ncclFloat32, ncclSum, nc->comm, nc->stream));
   CUDA_CHECK(cudaStreamSynchronize(nc->stream));
+}
+
+/* ------------------------------------------------------------------ non-blocking buckets
+ * comm_async's NCCL side (comm.h). The all-reduces run on a stream of their own, at the
+ * highest priority, so a bucket's collective is not queued behind the backward kernels that
+ * follow it. Each start makes that stream wait (an event) for everything the context's
+ * stream has enqueued so far, i.e. the backward nodes that finished the bucket's gradients;
+ * the packing copies, the ncclAllReduce (ncclAvg, as comm_nccl_allreduce_mean) and the copies
+ * back into the gradients follow on it. finish makes the context's stream wait for the last
+ * of them, so the optimizer sees the means and the next step's zeroing comes after the
+ * copies back; the host never blocks. The staging buffer holds every bucket at its own
+ * offset, so buckets in flight never share memory. */
+
+struct NcclAsync {
+  NcclComm *nc;
+  cudaStream_t stream;
+  cudaEvent_t ready, done;
+  float *staging; /* (elems) device */
+};
+
+extern "C" void *comm_nccl_async_create(Ctx *ctx, void *p, int64_t elems) {
+  MCM_CHECK(ctx->dev == DEV_CUDA, "comm_nccl_async_create: the context is not a CUDA one");
+  NcclAsync *a = (NcclAsync *)CALLOC_CHECK(1, sizeof *a);
+  a->nc = (NcclComm *)p;
+  CUDA_CHECK(cudaSetDevice(ctx->device_index));
+  int least = 0, greatest = 0;
+  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&a->stream, cudaStreamNonBlocking, greatest));
+  CUDA_CHECK(cudaEventCreateWithFlags(&a->ready, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&a->done, cudaEventDisableTiming));
+  CUDA_CHECK(cudaMalloc(&a->staging, (size_t)(elems > 0 ? elems : 1) * sizeof(float)));
+  return a;
+}
+
+extern "C" void comm_nccl_async_start(void *p, Ctx *ctx, Tensor *const *t, int n, int64_t off) {
+  NcclAsync *a = (NcclAsync *)p;
+  CUDA_CHECK(cudaEventRecord(a->ready, CTX_STREAM(ctx)));
+  CUDA_CHECK(cudaStreamWaitEvent(a->stream, a->ready, 0));
+  int64_t o = off;
+  for (int i = 0; i < n; i++) {
+    if (t[i]->numel)
+      CUDA_CHECK(cudaMemcpyAsync(a->staging + o, t[i]->data, (size_t)t[i]->numel * sizeof(float),
+                                 cudaMemcpyDeviceToDevice, a->stream));
+    o += t[i]->numel;
+  }
+  if (o == off) return;
+  NCCL_CHECK(ncclAllReduce(a->staging + off, a->staging + off, (size_t)(o - off), ncclFloat32, ncclAvg, a->nc->comm,
+                           a->stream));
+  o = off;
+  for (int i = 0; i < n; i++) {
+    if (t[i]->numel)
+      CUDA_CHECK(cudaMemcpyAsync(t[i]->data, a->staging + o, (size_t)t[i]->numel * sizeof(float),
+                                 cudaMemcpyDeviceToDevice, a->stream));
+    o += t[i]->numel;
+  }
+}
+
+extern "C" void comm_nccl_async_finish(void *p, Ctx *ctx) {
+  NcclAsync *a = (NcclAsync *)p;
+  CUDA_CHECK(cudaEventRecord(a->done, a->stream));
+  CUDA_CHECK(cudaStreamWaitEvent(CTX_STREAM(ctx), a->done, 0));
+}
+
+extern "C" void comm_nccl_async_destroy(void *p) {
+  NcclAsync *a = (NcclAsync *)p;
+  CUDA_CHECK(cudaStreamSynchronize(a->stream));
+  CUDA_CHECK(cudaEventDestroy(a->ready));
+  CUDA_CHECK(cudaEventDestroy(a->done));
+  CUDA_CHECK(cudaStreamDestroy(a->stream));
+  CUDA_CHECK(cudaFree(a->staging));
+  free(a);
 }

@@ -92,6 +92,41 @@ void comm_barrier(Comm *c);
 /* Frees the communicator (and finalizes MPI if comm_init initialised it). NULL is fine. */
 void comm_finalize(Comm *c);
 
+/* True when every rank passes the same v (one small all-reduce; true at world 1). All ranks
+ * must call it at the same point. */
+bool comm_same_on_all(Comm *c, const int64_t v[2]);
+
+/* Non-blocking means over ranks of flat fp32 buckets: the engine under kernels/grad_sync.h.
+ * A CommAsync owns a staging buffer of `elems` fp32 on the context's device; each bucket
+ * is a disjoint window [off, off + Σ numel) of it, so several can be in flight at once.
+ *   comm_async_start    packs the tensors (fp32, on ctx's device) into the window, in list
+ *                       order, and starts the all-reduce of the window;
+ *   comm_async_poll     lets pending MPI requests progress (Open MPI moves a non-blocking
+ *                       collective only inside MPI calls); a no-op on the other backends;
+ *   comm_async_finish   waits for every started bucket and writes the means back into the
+ *                       tensors it was given.
+ * Backends, as comm_allreduce_mean's, and each element's mean by the same operation (with 2
+ * ranks the same bits; with more, the library's summation order may follow the sizes):
+ *   none (world 1)  packs at start and unpacks at finish: the mean of one rank is the value
+ *                   the tensor had at start, so a bucket started too early shows in tests;
+ *   MPI             MPI_Iallreduce(SUM) on the host window, then ÷ world at finish;
+ *   NCCL            a stream of its own, made to wait (an event) for the context's stream
+ *                   at each start: pack copies, ncclAllReduce(ncclAvg), unpack copies, all
+ *                   on that stream; finish makes the context's stream wait for it (the host
+ *                   does not block).
+ * The tensors must not change between start and finish (their gradients are final) and every
+ * rank must start the same windows in the same order. Finish before any other collective on
+ * the same Comm: ranks match collectives by the order they are issued in, and on the GPU the
+ * events keep all of the communicator's work in that one order. */
+typedef struct CommAsync CommAsync;
+CommAsync *comm_async_create(Ctx *ctx, Comm *c, int64_t elems);
+void comm_async_start(CommAsync *a, Ctx *ctx, Tensor *const *t, int n, int64_t off);
+void comm_async_poll(CommAsync *a);
+void comm_async_finish(CommAsync *a, Ctx *ctx);
+/* NULL is fine. Buckets still in flight are waited for (not written back). The staging
+ * buffer is the context's persistent memory: it goes with the context. */
+void comm_async_destroy(CommAsync *a);
+
 /* One node, several GPUs, no launcher. When no launcher variables are set and n_gpus > 1,
  * re-executes this program (/proc/self/exe with argv) once per GPU with RANK, WORLD_SIZE,
  * LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MCM_RUN_ID and MCM_COMM_DIR set, forwards
@@ -123,6 +158,13 @@ void comm_nccl_broadcast(Ctx *ctx, void *nc, Tensor *const *t, int n, int root);
 void comm_nccl_barrier(void *nc);
 /* Element-count signature check across ranks (fatal on mismatch). */
 void comm_nccl_check_signature(void *nc, const int64_t sig[2], const char *what);
+/* In place: v[i] becomes the maximum over ranks (blocks the host). */
+void comm_nccl_max_i64(void *nc, int64_t *v, int n);
+/* comm_async's NCCL side: the staging buffer, a stream of its own and two events. */
+void *comm_nccl_async_create(Ctx *ctx, void *nc, int64_t elems);
+void comm_nccl_async_start(void *na, Ctx *ctx, Tensor *const *t, int n, int64_t off);
+void comm_nccl_async_finish(void *na, Ctx *ctx);
+void comm_nccl_async_destroy(void *na);
 #endif
 
 #ifdef __cplusplus

@@ -76,6 +76,9 @@ typedef struct Ctx {
   bool grad_enabled;       /* ops record themselves on the tape when true */
   bool scopes_off;         /* ctx_scope_begin/_end do nothing (to compare memory and outputs) */
   Tape tape;
+  /* Called by backward after each tape node (tape.h's tape_set_hook); NULL: nothing. */
+  void (*tape_hook)(struct Ctx *ctx, int node, void *user);
+  void *tape_hook_user;
 
   uint64_t seed;           /* counter-based RNG: key */
   uint64_t rng_offset;     /* next unused Philox counter; advanced by every draw */

@@ -50,6 +50,7 @@ static void run_backward(Ctx *ctx, int first) {
   for (int i = tape->n - 1; i >= first; i--) {
     TapeNode *node = tape->nodes[i];
     if (node->out->grad) node->backward(ctx, node); /* no gradient reached it: nothing to do */
+    if (ctx->tape_hook) ctx->tape_hook(ctx, i, ctx->tape_hook_user);
   }
   tape->n = first;
   ctx_set_grad(ctx, was);
@@ -80,6 +81,11 @@ void backward_since(Ctx *ctx, Tensor *loss, int mark) {
             "another backward?)", mark, ctx->tape.n);
   seed_loss(ctx, "backward_since", loss);
   run_backward(ctx, mark);
+}
+
+void tape_set_hook(Ctx *ctx, TapeHook fn, void *user) {
+  ctx->tape_hook = fn;
+  ctx->tape_hook_user = fn ? user : NULL;
 }
 
 bool ctx_set_grad(Ctx *ctx, bool enabled) {

@@ -54,6 +54,14 @@ void backward_from(Ctx *ctx, Tensor *out, const Tensor *grad_out);
 int tape_mark(const Ctx *ctx);
 void backward_since(Ctx *ctx, Tensor *loss, int mark);
 
+/* A hook that backward calls after node `node` of the tape has run (or was passed over
+ * because no gradient reached it). Nodes run from n−1 down to 0, and a node accumulates only
+ * into its own inputs, so after the hook sees `node` no gradient of a tensor whose earliest
+ * use is `node` changes again (kernels/grad_sync.h starts all-reduces from here). One hook
+ * per context; NULL removes it. Unset, backward pays one pointer test per node. */
+typedef void (*TapeHook)(Ctx *ctx, int node, void *user);
+void tape_set_hook(Ctx *ctx, TapeHook fn, void *user);
+
 /* t's gradient buffer, created zero-filled on first use (same dtype and device as t). */
 Tensor *grad_of(Ctx *ctx, Tensor *t);
 

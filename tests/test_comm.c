@@ -1,6 +1,7 @@
 /* kernels/comm: rank layout from each launcher's variables, the backend plan and its error
  * paths, the NCCL id file, the single-process Comm, and — through tools/comm_check under
- * mpirun — the MPI collectives and the one-node launcher's process handling.
+ * mpirun — the MPI collectives, kernels/grad_sync's buckets over MPI and the one-node
+ * launcher's process handling.
  * The NCCL path (comm.cu) needs GPUs and is not run here. */
 #include <fcntl.h>
 #include <signal.h>
@@ -270,6 +271,31 @@ TEST(comm_mpi_mismatched_lists_fail_naming_both) {
   EXPECT(run(cmd) != 0, "a mismatch passed:\n%s", out);
   EXPECT_STR_CONTAINS(out, "every rank must pass the same list");
   EXPECT_STR_CONTAINS(out, "7..8 elements");
+}
+
+TEST(comm_mpi_grad_sync_buckets_give_the_mean_gradient) {
+  if (!have_mpirun()) return;
+  clear_launcher_env();
+  char bin[1200], cmd[1400];
+  for (int np = 2; np <= 3; np++) {  /* 2: bit-exact; 3: the library's order, a few ulps */
+    snprintf(cmd, sizeof cmd, MPIRUN "%d %s gradsync", np, comm_check_bin(bin, sizeof bin));
+    EXPECT(run(cmd) == 0, "mpirun -np %d gradsync failed:\n%s", np, out);
+    EXPECT_STR_CONTAINS(out, np == 2 ? "rank 1 of 2 gradsync ok (cpu, 6 buckets, 5 overlapped)"
+                                     : "rank 2 of 3 gradsync ok (cpu, 6 buckets, 5 overlapped)");
+  }
+}
+
+TEST(comm_mpi_grad_sync_different_tapes_fail_instead_of_hanging) {
+  if (!have_mpirun()) return;
+  clear_launcher_env();
+  char bin[1200], cmd[1400];
+  snprintf(cmd, sizeof cmd,
+           "ASAN_OPTIONS=detect_leaks=0 timeout 60 mpirun --allow-run-as-root --oversubscribe -np 2 %s "
+           "gradsync-mismatch",
+           comm_check_bin(bin, sizeof bin));
+  int rc = run(cmd);
+  EXPECT(rc != 0 && rc != 124, "different tapes: exit status %d (124: it hung):\n%s", rc, out);
+  EXPECT_STR_CONTAINS(out, "bucket plan (6 buckets from a tape of 17 nodes) differs from another rank's");
 }
 
 static double now_s(void) {

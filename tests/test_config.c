@@ -187,6 +187,7 @@ TEST(config_full_file_sets_every_key) {
              "cond_dropout = 0.2\n"
              "teacher_ema_decay = 0.999\n"
              "nan_tolerance = 3\n"
+             "allreduce_bucket_mb = 12.5\n"
              "[teacher]\n"
              "weights = t.h5\n"
              "[student]\n"
@@ -288,6 +289,7 @@ TEST(config_full_file_sets_every_key) {
   EXPECT(!strcmp(cfg.train.precision, "fp32") && !cfg.train.adversarial && cfg.train.lambda_distill == 2.5, "train");
   EXPECT(cfg.train.num_ddim_steps == 100 && cfg.train.skip_k == 10 && cfg.train.guidance_w == 0, "train grid");
   EXPECT(!strcmp(cfg.train.loss, "l2") && cfg.train.huber_c == 0.5, "loss");
+  EXPECT(cfg.train.allreduce_bucket_mb == 12.5, "allreduce_bucket_mb %g", cfg.train.allreduce_bucket_mb);
   EXPECT(!strcmp(cfg.data.train_shards, "/data/a-*.h5") && cfg.data.num_workers == 0, "data");
   EXPECT(cfg.infer.window_frames == 32 && cfg.infer.stride_frames == 8 && !strcmp(cfg.infer.fuse, "triangular"),
          "infer");

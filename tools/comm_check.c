@@ -6,6 +6,11 @@
  *                                         ./train is: one process per GPU (or under mpirun/srun)
  *   comm_check nccl1                      comm.cu's functions on a one-rank communicator (1 GPU)
  *   mpirun -np 2 comm_check mismatch      ranks pass different lists: must fail, naming both
+ *   mpirun -np 2 comm_check gradsync      kernels/grad_sync: buckets started during backward give
+ *                                         the mean gradient (bit-exact for 1-2 ranks), an unused
+ *                                         parameter's zeros included, on two steps
+ *   comm_check gradsync cuda              the same on every visible GPU (NCCL, its own stream)
+ *   mpirun -np 2 comm_check gradsync-mismatch   the ranks record different tapes: must fail
  *   comm_check launch N [FAIL_RANK CODE]  comm_launch_local with N "GPUs": each child prints its
  *                                         rank; FAIL_RANK exits with CODE and the others wait to
  *                                         be stopped (CODE > 128: it dies by signal CODE − 128);
@@ -17,6 +22,8 @@
 #include <unistd.h>
 
 #include "kernels/comm.h"
+#include "kernels/grad_sync.h"
+#include "kernels/ops.h"
 
 extern char **environ;
 
@@ -174,6 +181,25 @@ static int nccl_one_rank(void) {
   void *nc = comm_nccl_create(ctx, id, 1, 0, &err);
   if (!nc) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
   check_collectives(ctx, NULL, nc, 0, 1);
+  /* comm_async's GPU side: two windows on its own stream; the mean of one rank is the input */
+  int rank = 0;
+  void *na = comm_nccl_async_create(ctx, nc, 3000);
+  Tensor *t[3] = {tensor_new(ctx, DT_F32, SHAPE(1000)), tensor_new(ctx, DT_F32, SHAPE(3, 7)), tensor_new(ctx, DT_F32, SHAPE(999))};
+  float *h = MALLOC_CHECK(1000 * sizeof *h), *g = MALLOC_CHECK(1000 * sizeof *g);
+  for (int i = 0; i < 3; i++) {
+    for (int64_t j = 0; j < t[i]->numel; j++) h[j] = input_value(0, i, j);
+    tensor_from_host_f32(ctx, t[i], h);
+  }
+  comm_nccl_async_start(na, ctx, t, 2, 0);
+  comm_nccl_async_start(na, ctx, t + 2, 1, 1088);
+  comm_nccl_async_finish(na, ctx);
+  for (int i = 0; i < 3; i++) {
+    tensor_to_host_f32(ctx, t[i], g);
+    for (int64_t j = 0; j < t[i]->numel; j++) h[j] = input_value(0, i, j);
+    CHECK_OK(!memcmp(g, h, (size_t)t[i]->numel * sizeof *g), "async window: tensor %d changed", i);
+  }
+  free(h), free(g);
+  comm_nccl_async_destroy(na);
   comm_nccl_destroy(nc);
   ctx_destroy(ctx);
   if (fail_count) return 1;
@@ -197,6 +223,92 @@ static int mismatch(void) {
   comm_allreduce_mean(ctx, c, &t, 1);  /* fatal on every rank */
   comm_finalize(c);
   ctx_destroy(ctx);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ grad_sync */
+
+/* Parameter sizes; the one of size 3 is never used (its gradient stays zero). */
+static const int64_t kParams[] = {5, 300, 7, 1000, 3, 64, 301};
+enum { NP = sizeof kParams / sizeof kParams[0], UNUSED = 4 };
+
+/* loss = Σ_i sum(p_i · x_i) with x_i rank r's input: ∂loss/∂p_i = x_i, so the averaged
+ * gradient is the mean of the inputs. Parameters are used in list order, or (swap) the
+ * first two the other way round, which changes the readiness order and so the plan. */
+static Tensor *gs_loss(Ctx *ctx, Tensor **p, int rank, bool swap) {
+  Tensor *loss = NULL;
+  for (int k = 0; k < NP; k++) {
+    int i = swap && k < 2 ? 1 - k : k;
+    if (i == UNUSED) continue;
+    Tensor *x = tensor_new(ctx, DT_F32, SHAPE(kParams[i]));
+    float *h = MALLOC_CHECK((size_t)kParams[i] * sizeof *h);
+    for (int64_t j = 0; j < kParams[i]; j++) h[j] = input_value(rank, i, j);
+    tensor_from_host_f32(ctx, x, h);
+    free(h);
+    Tensor *s = op_sum(ctx, op_mul(ctx, p[i], x));
+    loss = loss ? op_add(ctx, loss, s) : s;
+  }
+  return loss;
+}
+
+static int gradsync(int argc, char **argv, bool cuda, bool mismatched) {
+  McmErr err;
+  if (cuda) {
+    int status = 0, r = comm_launch_local(argc, argv, cuda_device_count(), &status, &err);
+    if (r < 0) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
+    if (r == 1) return status;
+  }
+  CommLayout l;
+  if (comm_layout_parse(environ, &l, &err)) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
+  DeviceSpec spec = {cuda ? DEV_CUDA : DEV_CPU, cuda ? l.local_rank : -1, false};
+  Ctx *ctx = ctx_create(&spec, 1, &err);
+  if (!ctx) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
+  Comm *c = comm_init(ctx, &err);
+  if (!c) return fprintf(stderr, "comm_check: comm_init: %s\n", err.msg), 1;
+  int rank = comm_rank(c), world = comm_world(c);
+  Tensor *p[NP];
+  for (int i = 0; i < NP; i++) {
+    p[i] = param_new(ctx, "p", DT_F32, SHAPE(kParams[i]), true);
+    tensor_fill(ctx, p[i], 0.5f);
+  }
+  GradSync *gs = grad_sync_create(ctx, c, p, NP, 1200); /* 300 floats: several buckets */
+  float *got = MALLOC_CHECK(1000 * sizeof *got), *want = MALLOC_CHECK(1000 * sizeof *want);
+  int overlapped = 0, buckets = 0;
+  for (int step = 0; step < 2; step++) {
+    params_zero_grad(ctx, p, NP);
+    Tensor *loss = gs_loss(ctx, p, rank, mismatched && rank == 1);
+    grad_sync_begin(gs, ctx); /* mismatched: fatal here, on every rank */
+    backward(ctx, loss);
+    grad_sync_finish(gs, ctx);
+    grad_sync_buckets(gs, &buckets);
+    overlapped = grad_sync_overlapped(gs);
+    for (int i = 0; i < NP; i++) {
+      tensor_to_host_f32(ctx, p[i]->grad, got);
+      int64_t bad = -1;
+      for (int64_t j = 0; j < kParams[i] && bad < 0; j++) {
+        float s = 0, mag = 0;
+        for (int r = 0; r < world; r++) {
+          float x = i == UNUSED ? 0.0f : input_value(r, i, j);
+          s += x, mag += fabsf(x);
+        }
+        want[j] = s / (float)world;
+        bool ok = world <= 2 ? !memcmp(&got[j], &want[j], sizeof *got)
+                             : fabsf(got[j] - want[j]) <= 4 * FLT_EPSILON * mag / (float)world;
+        if (!ok) bad = j;
+      }
+      CHECK_OK(bad < 0, "step %d, parameter %d (%lld elements): element %lld is %.9g, want the mean %.9g", step, i,
+               (long long)kParams[i], (long long)bad, bad < 0 ? 0.0 : got[bad], bad < 0 ? 0.0 : want[bad]);
+    }
+    ctx_step_reset(ctx);
+  }
+  CHECK_OK(buckets >= 4 && overlapped >= 2, "%d buckets, %d started while backward ran", buckets, overlapped);
+  free(got), free(want);
+  grad_sync_destroy(gs);
+  comm_finalize(c);
+  ctx_destroy(ctx);
+  if (fail_count) return 1;
+  printf("comm_check: rank %d of %d gradsync ok (%s, %d buckets, %d overlapped)\n", rank, world,
+         cuda ? "cuda" : "cpu", buckets, overlapped);
   return 0;
 }
 
@@ -236,7 +348,12 @@ int main(int argc, char **argv) {
     return collectives(argc, argv, argc >= 3 && !strcmp(argv[2], "cuda"));
   if (argc >= 2 && !strcmp(argv[1], "nccl1")) return nccl_one_rank();
   if (argc >= 2 && !strcmp(argv[1], "mismatch")) return mismatch();
+  if (argc >= 2 && !strcmp(argv[1], "gradsync"))
+    return gradsync(argc, argv, argc >= 3 && !strcmp(argv[2], "cuda"), false);
+  if (argc >= 2 && !strcmp(argv[1], "gradsync-mismatch")) return gradsync(argc, argv, false, true);
   if (argc >= 3 && !strcmp(argv[1], "launch")) return launch(argc, argv);
-  fprintf(stderr, "usage: comm_check collectives [cpu|cuda] | nccl1 | mismatch | launch N [FAIL_RANK CODE]\n");
+  fprintf(stderr,
+          "usage: comm_check collectives [cpu|cuda] | nccl1 | mismatch | gradsync [cpu|cuda] | gradsync-mismatch | "
+          "launch N [FAIL_RANK CODE]\n");
   return 2;
 }
