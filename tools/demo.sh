@@ -20,7 +20,7 @@
 #   DEMO_DEVICE    auto (default), cpu, cuda, cuda:N
 #   DEMO_CLIPS     clips in the dataset (default 200 full, 3 tiny)
 #   DEMO_STEPS     every training stage runs this many steps (a smoke test of the full-size configs)
-#   DEMO_PROMPTS   captions sampled per evaluated set, >= 2 (default 16 full, 2 tiny)
+#   DEMO_PROMPTS   captions sampled per evaluated set, >= 2 (default 24 full, 2 tiny)
 #   MCM_BIN_DIR    where ./train, ./prepare, ./infer are (default: the repository root)
 #   MCM_TOOLS_DIR  where the tools are (default: $BUILD/tools, BUILD default build/cpu)
 #
