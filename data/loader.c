@@ -142,8 +142,9 @@ static int find_shards(const char *where, char ***paths, int *n, McmErr *err) {
         }
     if (rc == 0) globfree(&g);
     if (*n == 0)
-      return mcm_err(err, "%s: no shard files match (hint: give a directory of .h5 shards, a glob such as "
-                     "'shards/*.h5', or one shard file)", where);
+      return mcm_err(err, "%s: no shard files match (hint: ./prepare writes them — for the demo model's, run "
+                     "`make demo-shards`; give a directory of .h5 shards, a glob such as 'shards/*.h5', or one "
+                     "shard file)", where);
   }
   qsort(*paths, (size_t)*n, sizeof **paths, cmp_str);
   return 0;
