@@ -24,9 +24,13 @@ void linear_backward_cpu(float *dx, float *dw, float *db, const float *dy, const
   if (dw) /* dW (OUT,IN) += dyᵀ (OUT,N) · x (N,IN) */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OUT, (int)IN, (int)N, 1.0f, dy, (int)OUT, x, (int)IN,
                 1.0f, dw, (int)IN);
-  if (db)
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t o = 0; o < OUT; o++) db[o] += dy[n * OUT + o];
+  if (db) /* db (OUT) += Σ_n dy[n, :], in column blocks so threads share no output */
+#pragma omp parallel for if (N * OUT > 65536)
+    for (int64_t o0 = 0; o0 < OUT; o0 += 64) {
+      const int64_t o1 = o0 + 64 < OUT ? o0 + 64 : OUT;
+      for (int64_t n = 0; n < N; n++)
+        for (int64_t o = o0; o < o1; o++) db[o] += dy[n * OUT + o];
+    }
 }
 
 static void linear_backward(Ctx *ctx, TapeNode *node) {
