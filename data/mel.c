@@ -23,6 +23,28 @@ struct Mel {
  * plans is. This lock is the one piece of process state mel.c keeps. */
 static pthread_mutex_t fftw_planner_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* An N-point real-to-complex FFT: its input (N) and output (N/2 + 1) buffers and plan. */
+static fftwf_plan r2c_create(int N, float **frame, fftwf_complex **spec) {
+  *frame = fftwf_malloc((size_t)N * sizeof(float));
+  *spec = fftwf_malloc((size_t)(N / 2 + 1) * sizeof(fftwf_complex));
+  MCM_CHECK(*frame && *spec, "fftwf_malloc of %d floats failed", N);
+  pthread_mutex_lock(&fftw_planner_lock);
+  fftwf_plan plan = fftwf_plan_dft_r2c_1d(N, *frame, *spec, FFTW_ESTIMATE);
+  pthread_mutex_unlock(&fftw_planner_lock);
+  MCM_CHECK(plan, "fftwf_plan_dft_r2c_1d(%d) failed", N);
+  return plan;
+}
+
+static void r2c_destroy(fftwf_plan plan, float *frame, fftwf_complex *spec) {
+  if (plan) {
+    pthread_mutex_lock(&fftw_planner_lock);
+    fftwf_destroy_plan(plan);
+    pthread_mutex_unlock(&fftw_planner_lock);
+  }
+  fftwf_free(frame);
+  fftwf_free(spec);
+}
+
 MelConfig mel_config_musicldm(void) {
   return (MelConfig){.rate = 16000, .n_fft = 1024, .hop = 160, .win = 1024, .n_mels = 64,
                      .fmin = 0.0f, .fmax = 8000.0f, .log_floor = 1e-5f};
@@ -119,25 +141,13 @@ Mel *mel_create(const MelConfig *cfg, McmErr *err) {
   m->window = CALLOC_CHECK((size_t)N, sizeof(float));
   for (int i = 0; i < W; i++) m->window[(N - W) / 2 + i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / W));
   m->mag = MALLOC_CHECK((size_t)K * sizeof(float));
-  m->frame = fftwf_malloc((size_t)N * sizeof(float));
-  m->spec = fftwf_malloc((size_t)K * sizeof(fftwf_complex));
-  MCM_CHECK(m->frame && m->spec, "fftwf_malloc of %d floats failed", N);
-  pthread_mutex_lock(&fftw_planner_lock);
-  m->plan = fftwf_plan_dft_r2c_1d(N, m->frame, m->spec, FFTW_ESTIMATE);
-  pthread_mutex_unlock(&fftw_planner_lock);
-  MCM_CHECK(m->plan, "fftwf_plan_dft_r2c_1d(%d) failed", N);
+  m->plan = r2c_create(N, &m->frame, &m->spec);
   return m;
 }
 
 void mel_destroy(Mel *m) {
   if (!m) return;
-  if (m->plan) {
-    pthread_mutex_lock(&fftw_planner_lock);
-    fftwf_destroy_plan(m->plan);
-    pthread_mutex_unlock(&fftw_planner_lock);
-  }
-  fftwf_free(m->frame);
-  fftwf_free(m->spec);
+  r2c_destroy(m->plan, m->frame, m->spec);
   free(m->window);
   free(m->fb);
   free(m->lo);
@@ -208,23 +218,13 @@ MagStft *mag_stft_create(int n_fft, McmErr *err) {
   s->n_fft = n_fft;
   s->window = MALLOC_CHECK((size_t)n_fft * sizeof(float));
   for (int i = 0; i < n_fft; i++) s->window[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n_fft));
-  s->frame = fftwf_malloc((size_t)n_fft * sizeof(float));
-  s->spec = fftwf_malloc((size_t)(n_fft / 2 + 1) * sizeof(fftwf_complex));
-  MCM_CHECK(s->frame && s->spec, "fftwf_malloc of %d floats failed", n_fft);
-  pthread_mutex_lock(&fftw_planner_lock);
-  s->plan = fftwf_plan_dft_r2c_1d(n_fft, s->frame, s->spec, FFTW_ESTIMATE);
-  pthread_mutex_unlock(&fftw_planner_lock);
-  MCM_CHECK(s->plan, "fftwf_plan_dft_r2c_1d(%d) failed", n_fft);
+  s->plan = r2c_create(n_fft, &s->frame, &s->spec);
   return s;
 }
 
 void mag_stft_destroy(MagStft *s) {
   if (!s) return;
-  pthread_mutex_lock(&fftw_planner_lock);
-  fftwf_destroy_plan(s->plan);
-  pthread_mutex_unlock(&fftw_planner_lock);
-  fftwf_free(s->frame);
-  fftwf_free(s->spec);
+  r2c_destroy(s->plan, s->frame, s->spec);
   free(s->window);
   free(s);
 }

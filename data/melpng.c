@@ -60,6 +60,17 @@ static void paint(const float *mel, int frames, int n_mels, int step, int rows, 
   }
 }
 
+/* libpng's simplified-API description of a W x H 8-bit RGB image. */
+static png_image rgb_image(int W, int H) {
+  png_image pi;
+  memset(&pi, 0, sizeof pi);
+  pi.version = PNG_IMAGE_VERSION;
+  pi.width = (png_uint_32)W;
+  pi.height = (png_uint_32)H;
+  pi.format = PNG_FORMAT_RGB;
+  return pi;
+}
+
 static void colour_table(uint8_t lut[256][3]) {
   for (int k = 0; k < 256; k++) melpng_colormap((float)k / 255.0f, lut[k]);
 }
@@ -79,12 +90,7 @@ int melpng_write(const char *path, const float *mel, int frames, int n_mels, Mcm
 
   char tmp[4200];
   if (file_tmp_name(tmp, sizeof tmp, path, err)) return free(img), -1;
-  png_image pi;
-  memset(&pi, 0, sizeof pi);
-  pi.version = PNG_IMAGE_VERSION;
-  pi.width = (png_uint_32)W;
-  pi.height = (png_uint_32)H;
-  pi.format = PNG_FORMAT_RGB;
+  png_image pi = rgb_image(W, H);
   int ok = png_image_write_to_file(&pi, tmp, 0, img, (png_int_32)stride, NULL);
   free(img);
   if (!ok) {
@@ -139,12 +145,7 @@ int melpng_grid_encode(const float *const *mels, const int *frames, int rows, in
     paint(mels[i], frames[i], n_mels, grid_step(frames[i]), brows, tops[i], lut, img + y0 * stride + 3 * x0, stride);
   }
   free(tops);
-  png_image pi;
-  memset(&pi, 0, sizeof pi);
-  pi.version = PNG_IMAGE_VERSION;
-  pi.width = (png_uint_32)W;
-  pi.height = (png_uint_32)H;
-  pi.format = PNG_FORMAT_RGB;
+  png_image pi = rgb_image(W, H);
   png_alloc_size_t n = 0;
   int ok = png_image_write_to_memory(&pi, NULL, &n, 0, img, (png_int_32)stride, NULL);
   void *buf = ok ? malloc(n) : NULL;

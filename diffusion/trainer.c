@@ -41,7 +41,9 @@ struct Trainer {
   bool distill, quiet;
   Comm *comm;
   int rank, world;
-  GradSync *gs_opt, *gs_heads;   /* world > 1: the gradient averaging of opt's and the heads' lists */
+  GradSync *gs_opt, *gs_heads;   /* world > 1: the gradient averaging of opt's and the discriminators' lists */
+  Tensor **disc_params;          /* the discriminators' parameters (AudioMAE heads or the vocoder's), or NULL */
+  int n_disc_params;
   Loader *loader;
   Schedule sched;
   DistillGrid grid;
@@ -225,23 +227,16 @@ static int open_adversarial(Trainer *t, McmErr *err) {
   return 0;
 }
 
-/* Data parallel: the discriminators' gradients are averaged like the student's. The
- * AudioMAE heads' in buckets after their last backward (hinge and R1 accumulate into them in
- * separate passes, so none of them alone makes a gradient final: no overlap); the vocoder's
- * discriminators in one all-reduce. */
+/* Data parallel: the discriminators' gradients (the AudioMAE heads', or the vocoder's MPD and
+ * MSD) are averaged like the student's, in buckets after their last backward (hinge and R1
+ * accumulate into the heads in separate passes, so none of them alone makes a gradient
+ * final: no overlap). */
 static void heads_grad_hook(Ctx *ctx, Tensor *const *params, int n, void *user) {
   Trainer *t = user;
-  if (t->world <= 1) return;
-  if (t->gs_heads) {
-    int n_heads;
-    MCM_CHECK(params == adv_head_params(t->adv, &n_heads) && n == n_heads,
-              "trainer: the heads' grad hook got another parameter list");
-    grad_sync_finish(t->gs_heads, ctx);
-  } else {
-    Tensor **g = ctx_alloc_host(ctx, (size_t)n * sizeof *g);
-    for (int i = 0; i < n; i++) g[i] = grad_of(ctx, params[i]);
-    comm_allreduce_mean(ctx, t->comm, g, n);
-  }
+  if (!t->gs_heads) return;
+  MCM_CHECK(params == t->disc_params && n == t->n_disc_params,
+            "trainer: the discriminators' grad hook got another parameter list");
+  grad_sync_finish(t->gs_heads, ctx);
 }
 
 /* The shards' glob or directory -> its encoders.h5. */
@@ -773,11 +768,10 @@ optimizer:;
   if (t->world > 1) {
     const int64_t bucket = (int64_t)(c->train.allreduce_bucket_mb * 1048576.0);
     t->gs_opt = grad_sync_create(ctx, t->comm, t->opt->params, t->opt->n, bucket);
-    if (t->adv) {
-      int n_heads;
-      Tensor **heads = adv_head_params(t->adv, &n_heads);
-      t->gs_heads = grad_sync_create(ctx, t->comm, heads, n_heads, bucket);
-    }
+    VocoderDisc *vd = t->vo ? vocoder_train_disc(t->vo) : NULL;
+    if (t->adv) t->disc_params = adv_head_params(t->adv, &t->n_disc_params);
+    else if (vd) t->disc_params = vd->d->params, t->n_disc_params = vd->d->n_params;
+    if (t->disc_params) t->gs_heads = grad_sync_create(ctx, t->comm, t->disc_params, t->n_disc_params, bucket);
     if (!t->quiet && t->rank == 0) {
       if (bucket > 0)
         printf("# data parallel: %d ranks; gradients averaged in buckets of %g MiB started during backward\n",

@@ -79,6 +79,22 @@ char *test_path(char *buf, size_t size, const char *name) {
   return buf;
 }
 
+int test_run_cmd(char *out, size_t size, const char *fmt, ...) {
+  char cmd[4096], full[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  const char *dir = getenv("MCM_BIN_DIR") ? getenv("MCM_BIN_DIR") : ".";
+  snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
+  FILE *p = popen(full, "r");
+  if (!p) test_fail(__FILE__, __LINE__, "popen failed: %s", cmd), test_abort();
+  size_t n = fread(out, 1, size - 1, p);
+  out[n] = 0;
+  int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
   return remove(path);

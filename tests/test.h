@@ -23,6 +23,10 @@ const char *test_tmpdir(void);
 /* Builds "<tmpdir>/<name>" into a static-free buffer supplied by the macro. */
 #define TEST_PATH(name) test_path((char[512]){0}, 512, (name))
 char *test_path(char *buf, size_t size, const char *name);
+/* Runs the printf-formatted shell command in $MCM_BIN_DIR (default ".") with stderr folded
+ * into stdout, which lands in out (NUL-terminated, cut at size). Returns the exit status, or
+ * -1 if the command did not exit normally. */
+int test_run_cmd(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #define TEST_REGISTER_(name, code, msg)                                              \
   static void name(void);                                                            \

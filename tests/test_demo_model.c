@@ -13,10 +13,8 @@
  * most through four sampling steps, a decoder and a vocoder. A retrained, broken or
  * differently loaded model moves the embeddings by far more (a different seed: ~1e-1). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/tensorfile.h"
@@ -28,22 +26,7 @@
 
 static char out[1 << 16];
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...) {
-  char cmd[4096], full[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  const char *dir = getenv("MCM_BIN_DIR") ? getenv("MCM_BIN_DIR") : ".";
-  snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
-  FILE *p = popen(full, "r");
-  ASSERT(p, "popen failed");
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+#define run(...) test_run_cmd(out, sizeof out, __VA_ARGS__)
 
 static const char *const PROMPTS =
     "A slow, peaceful and gentle classical piece featuring a rich cello, backed by a warm string section and a "

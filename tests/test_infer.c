@@ -17,23 +17,7 @@
 
 static char out[1 << 16];
 
-/* Runs "<bin dir>/<cmd>" with stderr folded into out; returns the exit status. */
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...) {
-  char cmd[4096], full[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  const char *dir = getenv("MCM_BIN_DIR") ? getenv("MCM_BIN_DIR") : ".";
-  snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
-  FILE *p = popen(full, "r");
-  ASSERT(p, "popen failed");
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+#define run(...) test_run_cmd(out, sizeof out, __VA_ARGS__)
 
 static const char *bundle(void) {
   static char dir[600];

@@ -21,6 +21,7 @@
 #include "models/unet.h"
 #include "models/weights.h"
 #include "tests/test.h"
+#include "tests/train_util.h"
 
 #define TINY "configs/tiny.ini"
 
@@ -109,21 +110,6 @@ static void make_teacher(const char *path, int mc, uint64_t seed) {
   ctx_destroy(ctx);
 }
 
-/* A random 16 -> 8 bin mel -> fbank bridge (the tiny AudioMAE's input bins). */
-static void make_bridge(const char *path) {
-  Ctx *ctx = ctx_create_cpu(0);
-  Bridge *br = bridge_create(ctx, 16, 8);
-  float w[8 * 16], b[8];
-  rng_normal_host(81, 0, w, 8 * 16);
-  for (int i = 0; i < 8 * 16; i++) w[i] *= 0.25f;
-  for (int i = 0; i < 8; i++) b[i] = -4.0f;
-  bridge_set(ctx, br, w, b);
-  McmErr err;
-  TensorFile *tf = tf_create(path, &err);
-  ASSERT(tf && bridge_save(ctx, br, tf, &err) == 0 && tf_commit(tf, &err) == 0, "%s", err.msg);
-  ctx_destroy(ctx);
-}
-
 /* A tmp dir with data/ (the tiny dataset), teacher.h5 and bridge.h5. */
 static const char *setup(void) {
   static char dir[512];
@@ -134,7 +120,7 @@ static const char *setup(void) {
   snprintf(p, sizeof p, "%s/teacher.h5", dir);
   make_teacher(p, 16, 5);
   snprintf(p, sizeof p, "%s/bridge.h5", dir);
-  make_bridge(p);
+  test_write_random_bridge(p);
   return dir;
 }
 

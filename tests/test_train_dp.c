@@ -19,6 +19,7 @@
 
 #include "core/tensorfile.h"
 #include "tests/test.h"
+#include "tests/train_util.h"
 
 /* The tiny dataset of configs/tiny.ini (one shard of 12 rows) and a random teacher. */
 #include "data/shard.h"
@@ -263,21 +264,6 @@ TEST(train_mpi_two_ranks_match_one_process) {
          (long long)d.elems, d.tensors);
 }
 
-/* A random 16 -> 8 bin mel -> fbank bridge (the tiny AudioMAE's input bins). */
-static void make_bridge(const char *path) {
-  Ctx *ctx = ctx_create_cpu(0);
-  Bridge *br = bridge_create(ctx, 16, 8);
-  float w[8 * 16], b[8];
-  rng_normal_host(81, 0, w, 8 * 16);
-  for (int i = 0; i < 8 * 16; i++) w[i] *= 0.25f;
-  for (int i = 0; i < 8; i++) b[i] = -4.0f;
-  bridge_set(ctx, br, w, b);
-  McmErr err;
-  TensorFile *tf = tf_create(path, &err);
-  ASSERT(tf && bridge_save(ctx, br, tf, &err) == 0 && tf_commit(tf, &err) == 0, "%s", err.msg);
-  ctx_destroy(ctx);
-}
-
 /* The whole MusicCM step on 2 ranks (student through the VAE decoder and AudioMAE, the heads'
  * hinge + lazy R1 step): the student's buckets overlap its backward, the heads' are cut
  * after their last backward; both must equal one all-reduce after backward, bit for bit.
@@ -291,7 +277,7 @@ TEST(train_mpi_two_ranks_adversarial_buckets_match_one_allreduce) {
   snprintf(bridge, sizeof bridge, "%s/bridge.h5", dir);
   make_data(data);
   make_teacher(teacher);
-  make_bridge(bridge);
+  test_write_random_bridge(bridge);
   const char *common = "configs/tiny.ini --quiet --set mel.n_mels=16 --set prepare.segment_frames=16 --set train.steps=4 "
                        "--set checkpoint.every=4 --set train.batch_size=2 --set train.adversarial=true "
                        "--set adversarial.r1_interval=2 --set adversarial.lr=1e-2";

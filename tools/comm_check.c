@@ -140,21 +140,33 @@ static void check_collectives(Ctx *ctx, Comm *c, void *nc, int rank, int world) 
 #undef BARRIER
 }
 
-/* The trainer's path: (on GPUs) the one-node launcher, the context on cuda:LOCAL_RANK, comm_init. */
-static int collectives(int argc, char **argv, bool cuda) {
+/* The trainer's start: (on GPUs) the one-node launcher, the context on cuda:LOCAL_RANK,
+ * comm_init. 0 with *ctx and *c to go on; otherwise *exit_code is what the caller returns (the
+ * launcher's children's status, or 1 after one line on stderr). */
+static int start_rank(int argc, char **argv, bool cuda, CommLayout *l, Ctx **ctx, Comm **c, int *exit_code) {
   McmErr err;
+  *exit_code = 1;
   if (cuda) {
     int status = 0, r = comm_launch_local(argc, argv, cuda_device_count(), &status, &err);
-    if (r < 0) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
-    if (r == 1) return status;
+    if (r < 0) return fprintf(stderr, "comm_check: %s\n", err.msg), -1;
+    if (r == 1) return *exit_code = status, -1;
   }
+  if (comm_layout_parse(environ, l, &err)) return fprintf(stderr, "comm_check: %s\n", err.msg), -1;
+  DeviceSpec spec = {cuda ? DEV_CUDA : DEV_CPU, cuda ? l->local_rank : -1, false};
+  *ctx = ctx_create(&spec, 1, &err);
+  if (!*ctx) return fprintf(stderr, "comm_check: %s\n", err.msg), -1;
+  *c = comm_init(*ctx, &err);
+  if (!*c) return fprintf(stderr, "comm_check: comm_init: %s\n", err.msg), -1;
+  return 0;
+}
+
+/* The trainer's path through every collective. */
+static int collectives(int argc, char **argv, bool cuda) {
   CommLayout l;
-  if (comm_layout_parse(environ, &l, &err)) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
-  DeviceSpec spec = {cuda ? DEV_CUDA : DEV_CPU, cuda ? l.local_rank : -1, false};
-  Ctx *ctx = ctx_create(&spec, 1, &err);
-  if (!ctx) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
-  Comm *c = comm_init(ctx, &err);
-  if (!c) return fprintf(stderr, "comm_check: comm_init: %s\n", err.msg), 1;
+  Ctx *ctx;
+  Comm *c;
+  int code;
+  if (start_rank(argc, argv, cuda, &l, &ctx, &c, &code)) return code;
   int rank = comm_rank(c), world = comm_world(c);
   CHECK_OK(rank == l.rank && world == l.world, "comm_rank %d of %d, the environment says %d of %d", rank, world,
            l.rank, l.world);
@@ -252,19 +264,11 @@ static Tensor *gs_loss(Ctx *ctx, Tensor **p, int rank, bool swap) {
 }
 
 static int gradsync(int argc, char **argv, bool cuda, bool mismatched) {
-  McmErr err;
-  if (cuda) {
-    int status = 0, r = comm_launch_local(argc, argv, cuda_device_count(), &status, &err);
-    if (r < 0) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
-    if (r == 1) return status;
-  }
   CommLayout l;
-  if (comm_layout_parse(environ, &l, &err)) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
-  DeviceSpec spec = {cuda ? DEV_CUDA : DEV_CPU, cuda ? l.local_rank : -1, false};
-  Ctx *ctx = ctx_create(&spec, 1, &err);
-  if (!ctx) return fprintf(stderr, "comm_check: %s\n", err.msg), 1;
-  Comm *c = comm_init(ctx, &err);
-  if (!c) return fprintf(stderr, "comm_check: comm_init: %s\n", err.msg), 1;
+  Ctx *ctx;
+  Comm *c;
+  int code;
+  if (start_rank(argc, argv, cuda, &l, &ctx, &c, &code)) return code;
   int rank = comm_rank(c), world = comm_world(c);
   Tensor *p[NP];
   for (int i = 0; i < NP; i++) {
