@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 void linear_forward_cpu(float *y, const float *x, const float *w, const float *b, int64_t N, int64_t IN, int64_t OUT) {
@@ -41,8 +42,9 @@ static void linear_backward(Ctx *ctx, TapeNode *node) {
   int64_t IN = w->shape[1], OUT = w->shape[0], N = x->numel / IN;
   ctx_count_flops(ctx, 2.0 * (double)N * (double)IN * (double)OUT * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(ctx,
-            linear_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data, x->data,
-                                w->data, N, IN, OUT),
+            CPU_REF((dx, dw, db, dy, x, w),
+                    linear_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data,
+                                        x->data, w->data, N, IN, OUT)),
             linear_backward_cuda(ctx, dx, dw, db, dy, x, w));
 }
 
@@ -52,13 +54,17 @@ Tensor *op_linear(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b) {
   MCM_CHECK(x->shape[x->ndim - 1] == IN, "linear '%s': x has shape %s, its last dimension must be %lld (weight %s)",
             w->name ? w->name : "?", TENSOR_SHAPE_STR(x), (long long)IN, TENSOR_SHAPE_STR(w));
   if (b) CHECK_SHAPE("linear", b, OUT);
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("linear (CPU reference computes in fp32)", x, DT_F32);
+  MCM_CHECK((x->dtype == DT_F32 || x->dtype == DT_BF16) && w->dtype == x->dtype && (!b || b->dtype == x->dtype),
+            "linear '%s': x %s, weight %s, bias %s: one dtype, fp32 or bf16", w->name ? w->name : "?",
+            dtype_name(x->dtype), dtype_name(w->dtype), b ? dtype_name(b->dtype) : "none");
   int64_t shape[MCM_MAX_DIMS];
   memcpy(shape, x->shape, sizeof shape);
   shape[x->ndim - 1] = OUT;
   Tensor *y = tensor_new(ctx, x->dtype, x->ndim, shape);
   ctx_count_flops(ctx, 2.0 * (double)(x->numel / IN) * (double)IN * (double)OUT);
-  ON_DEVICE(ctx, linear_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, x->numel / IN, IN, OUT),
+  ON_DEVICE(ctx,
+            CPU_REF((y, x, w, b), linear_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, x->numel / IN, IN,
+                                                     OUT)),
             linear_forward_cuda(ctx, y, x, w, b));
   Tensor *in[3] = {x, w, b};
   if (tape_wants(ctx, 3, in)) tape_record(ctx, "linear", linear_backward, y, 3, in, 0);
