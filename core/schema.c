@@ -74,7 +74,8 @@ const CfgKey MCM_SCHEMA[] = {
     FLOAT(train, grad_clip, "1.0", 0, NOMAX, "clip the global gradient norm to this; 0 = no clipping"),
     FLOAT(train, ema_decay, "0.95", 0, 1, "rate mu of the EMA target: theta- <- mu theta- + (1-mu) theta"),
     ENUM(train, precision, "bf16", "fp32|bf16",
-         "compute precision of the forward/backward (master weights stay fp32)"),
+         "distill: bf16 runs the frozen teacher, VAE and AudioMAE in bf16 with fp32 accumulation (emulated, "
+         "slower, on the CPU); the student, its EMA target and the heads stay fp32. Other modes: fp32 throughout"),
     BOOL(train, adversarial, "true",
          "distill: add the AudioMAE discriminator loss (false = consistency loss only); vocoder: HiFi-GAN's "
          "multi-period and multi-scale discriminators (false = the quick start, mel L1 + multi-resolution STFT)"),

@@ -72,6 +72,8 @@ struct Trainer {
   double t_last_log;
   int64_t step_last_log;
   double flops_since_log;        /* model FLOPs of this rank's steps since the last log line */
+  double flops_bf16_since_log;   /* the part of them on bf16 operands */
+  bool bf16;                      /* train.precision = bf16 took effect: the frozen networks are bf16 */
 };
 
 /* Set by SIGTERM / SIGINT; read between steps. A signal handler can only reach a global. */
@@ -733,6 +735,13 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
     if (open_adversarial(t, err)) goto fail;
     adv_set_grad_hook(t->adv, heads_grad_hook, t);
   }
+  if (t->distill && !strcmp(c->train.precision, "bf16")) {
+    /* After the student took its copy of the teacher's fp32 weights. */
+    unet_cast(ctx, t->teacher, DT_BF16);
+    if (t->vae) vae_cast(ctx, t->vae, DT_BF16);
+    if (t->adv) audiomae_cast(ctx, adv_audiomae(t->adv), DT_BF16);
+    t->bf16 = true;
+  }
 
 optimizer:;
   /* One AdamW: the UNet's parameters, then the jointly trained text tower's (if any). */
@@ -790,8 +799,16 @@ optimizer:;
       goto fail;
     }
   }
-  if (!t->quiet && t->rank == 0 && ctx->dev == DEV_CUDA && !strcmp(c->train.precision, "bf16"))
-    printf("# train.precision = bf16: the frozen networks still run in fp32 (bf16 is not wired into the trainer yet)\n");
+  if (!t->quiet && t->rank == 0 && !strcmp(c->train.precision, "bf16")) {
+    if (t->bf16)
+      printf("# train.precision = bf16: the frozen teacher%s%s compute in bf16 (fp32 accumulation); the student, "
+             "its EMA%s stay fp32%s\n", t->vae ? ", VAE" : "", t->adv ? " and AudioMAE" : "",
+             t->adv ? " and the heads" : "",
+             ctx->dev == DEV_CPU ? " (on the CPU bf16 is emulated: rounded as on the GPU, slower than fp32)" : "");
+    else
+      printf("# train.precision = bf16: train.mode = %s has no frozen network, so everything runs in fp32\n",
+             c->train.mode);
+  }
   return t;
 
 fail:
@@ -1003,10 +1020,12 @@ update:;
 }
 
 int trainer_step(Trainer *t, StepStats *st, McmErr *err) {
-  const double f0 = t->ctx->flops;
+  const double f0 = t->ctx->flops, f0_bf16 = t->ctx->flops_bf16;
   int rc = step_once(t, st, err);
   st->flops = t->ctx->flops - f0;
+  st->flops_bf16 = t->ctx->flops_bf16 - f0_bf16;
   t->flops_since_log += st->flops;
+  t->flops_bf16_since_log += st->flops_bf16;
   return rc;
 }
 
@@ -1027,12 +1046,15 @@ static void log_step(Trainer *t, const StepStats *st) {
   double eta = steps > 0 ? dt / (double)steps * (double)(t->cfg.train.steps - t->step) : 0.0;
   /* Per device: this rank's model FLOPs over the wall time (every rank does the same work). */
   double tflops = dt > 0 ? t->flops_since_log / dt / 1e12 : 0.0;
-  /* The peak of the precision the products really run in: fp32 until the frozen networks'
-   * bf16 path is wired (train.precision = bf16 says so at start), so MFU is never flattered. */
-  const bool bf16 = false;
-  double peak = device_peak_tflops(t->ctx->device_name, bf16);
-  double mfu = peak > 0 ? tflops / peak : NAN;
-  t->t_last_log = now, t->step_last_log = t->step, t->flops_since_log = 0;
+  /* MFU: the time these FLOPs need at the device's peak over the wall time, each product at
+   * the peak of the precision it ran in (the frozen networks' bf16 at the tensor-core peak,
+   * the student's fp32 at the fp32 one), so a mixed step is never flattered. */
+  const double peak = device_peak_tflops(t->ctx->device_name, false);
+  const double peak_bf16 = device_peak_tflops(t->ctx->device_name, true);
+  const double f_bf16 = t->flops_bf16_since_log, f_f32 = t->flops_since_log - f_bf16;
+  double mfu = peak > 0 && peak_bf16 > 0 && dt > 0 ? (f_f32 / (peak * 1e12) + f_bf16 / (peak_bf16 * 1e12)) / dt : NAN;
+  const double bf16_share = t->flops_since_log > 0 ? f_bf16 / t->flops_since_log : 0.0;
+  t->t_last_log = now, t->step_last_log = t->step, t->flops_since_log = 0, t->flops_bf16_since_log = 0;
   if (!t->quiet) {
     char eta_s[32];
     fmt_duration(eta, eta_s, sizeof eta_s);
@@ -1046,9 +1068,11 @@ static void log_step(Trainer *t, const StepStats *st) {
     char speed[160];
     if (t->ctx->dev == DEV_CPU)
       mcm_snprintf(speed, sizeof speed, "%.1f GFLOP/s", tflops * 1e3);
+    else if (peak > 0 && bf16_share > 0)
+      mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU %.1f%% (%.0f%% of FLOPs bf16, peak %.0f; fp32 peak %.0f)",
+                   tflops, 100 * mfu, 100 * bf16_share, peak_bf16, peak);
     else if (peak > 0)
-      mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU %.1f%% of %.0f (%s)", tflops, 100 * mfu, peak,
-                   bf16 ? "bf16" : "fp32");
+      mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU %.1f%% of %.0f (fp32)", tflops, 100 * mfu, peak);
     else
       mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU ? (no peak known for this GPU)", tflops);
     printf("step %" PRId64 "/%lld | loss %.6g%s | grad %.4g | lr %.3g | %.2f samples/s | %s | ETA %s%s\n", t->step,
@@ -1061,7 +1085,9 @@ static void log_step(Trainer *t, const StepStats *st) {
           "\"samples_per_s\": %.4f, \"skipped\": %" PRId64 ", \"world\": %d, \"flops_per_step\": %.6g, "
           "\"tflops_per_device\": %.6g",
           t->step, t->cfg.train.mode, st->loss, st->grad_norm, st->lr, sps, t->skipped, t->world, st->flops, tflops);
-  if (peak > 0) fprintf(t->log, ", \"mfu\": %.6g, \"peak_tflops\": %.6g", mfu, peak);
+  fprintf(t->log, ", \"flops_bf16_per_step\": %.6g", st->flops_bf16);
+  if (peak > 0)
+    fprintf(t->log, ", \"mfu\": %.6g, \"peak_tflops\": %.6g, \"peak_tflops_bf16\": %.6g", mfu, peak, peak_bf16);
   if (t->gs_opt) {
     int nb;
     grad_sync_buckets(t->gs_opt, &nb);

@@ -91,6 +91,7 @@ typedef struct StepStats {
   double lr;
   bool skipped;     /* non-finite loss or gradient: no update */
   double flops;     /* model FLOPs of the step on this rank (ctx->flops: matrix products, fwd + bwd) */
+  double flops_bf16; /* the part of them on bf16 operands (the frozen networks under train.precision = bf16) */
 } StepStats;
 
 typedef struct Trainer Trainer;

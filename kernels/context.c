@@ -249,6 +249,16 @@ void *ctx_alloc_persistent(Ctx *ctx, size_t bytes) {
   return p;
 }
 
+void ctx_free_persistent(Ctx *ctx, void *p) {
+  for (int i = ctx->n_persistent - 1; i >= 0; i--)
+    if (ctx->persistent[i] == p) {
+      raw_free(ctx->dev, p);
+      ctx->persistent[i] = ctx->persistent[--ctx->n_persistent];
+      return;
+    }
+  MCM_FATAL("ctx_free_persistent: %p is not a persistent allocation of this context", p);
+}
+
 void *ctx_alloc_persistent_host(Ctx *ctx, size_t bytes) {
   void *p = CALLOC_CHECK(1, bytes ? bytes : 1);
   push_ptr(&ctx->persistent_host, &ctx->n_persistent_host, &ctx->cap_persistent_host, p);

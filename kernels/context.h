@@ -88,10 +88,14 @@ typedef struct Ctx {
    * counted), the numerator of throughput and MFU. Elementwise ops and norms are not counted:
    * they are bandwidth work. Callers read and reset it. */
   double flops;
+  double flops_bf16;       /* the part of flops whose operands were bf16 (tensor-core peak) */
 } Ctx;
 
-/* Adds model FLOPs to ctx->flops (the ops call it). */
-static inline void ctx_count_flops(Ctx *ctx, double flops) { ctx->flops += flops; }
+/* Adds model FLOPs of a product over operands of dtype dt (the ops call it). */
+static inline void ctx_count_flops(Ctx *ctx, DType dt, double flops) {
+  ctx->flops += flops;
+  if (dt == DT_BF16) ctx->flops_bf16 += flops;
+}
 
 /* Device spec parsing: "cpu", "cuda", "cuda:N", "auto". */
 typedef struct DeviceSpec {
@@ -151,6 +155,9 @@ Tensor *ctx_scope_end(Ctx *ctx, ArenaMark m, Tensor *keep);
 /* Persistent memory. */
 void *ctx_alloc_persistent(Ctx *ctx, size_t bytes);      /* on the device */
 void *ctx_alloc_persistent_host(Ctx *ctx, size_t bytes); /* host, zeroed */
+/* Frees one ctx_alloc_persistent block before ctx_destroy (a parameter whose storage was
+ * replaced, as params_cast does). Fatal on a pointer the context did not hand out. */
+void ctx_free_persistent(Ctx *ctx, void *p);
 
 /* Tensors in the per-step arena (uninitialised data) or zero-filled. */
 Tensor *tensor_new(Ctx *ctx, DType dtype, int ndim, const int64_t *shape);

@@ -54,6 +54,7 @@ AudioMAE *audiomae_create(Ctx *ctx, const AudioMAEConfig *cfg, ParamSet *ps) {
   AudioMAE *m = ctx_alloc_persistent_host(ctx, sizeof *m);
   m->cfg = *cfg;
   m->ps = ps;
+  m->first_param = ps->n;
   m->grid_t = cfg->img_t / cfg->patch;
   m->grid_f = cfg->img_f / cfg->patch;
   m->n_tokens = m->grid_t * m->grid_f;
@@ -88,6 +89,7 @@ AudioMAE *audiomae_create(Ctx *ctx, const AudioMAEConfig *cfg, ParamSet *ps) {
   }
   m->norm_w = params_new(ctx, ps, "norm.weight", SHAPE(C));
   m->norm_b = params_new(ctx, ps, "norm.bias", SHAPE(C));
+  m->n_params = ps->n - m->first_param;
   return m;
 }
 
@@ -228,10 +230,11 @@ static Tensor *block_forward(Ctx *ctx, const AudioMAEBlock *b, Tensor *x, const 
   return op_add(ctx, x, op_linear(ctx, h, b->fc2_w, b->fc2_b));           /* (B, T, C) */
 }
 
+/* Readouts leave the network in fp32, whatever it computes in. */
 static void record_taps(Ctx *ctx, Tensor *x, int at, const int *taps, int n_taps, Tensor **tap_out) {
   Tensor *r = NULL;
   for (int j = 0; j < n_taps; j++)
-    if (taps[j] == at) tap_out[j] = r ? r : (r = readout(ctx, x));
+    if (taps[j] == at) tap_out[j] = r ? r : (r = op_cast(ctx, readout(ctx, x), DT_F32));
 }
 
 void audiomae_forward(Ctx *ctx, AudioMAE *m, Tensor *fbank, const int *taps, int n_taps, Tensor **tap_out,
@@ -245,6 +248,7 @@ void audiomae_forward(Ctx *ctx, AudioMAE *m, Tensor *fbank, const int *taps, int
   for (int j = 0; j < n_taps; j++) last = taps[j] > last ? taps[j] : last;
 
   /* patch_embed: (B, 1, T, F) -> (B, C, T/p, F/p) -> (B, N, C), token n = t·(F/p) + f */
+  fbank = op_cast(ctx, fbank, m->patch_w->dtype); /* the weights' dtype (audiomae_cast) */
   Tensor *x = op_conv2d(ctx, fbank, m->patch_w, m->patch_b, conv2d_args(c->patch, 0)); /* (B, C, T/p, F/p) */
   x = op_transpose_last2(ctx, op_reshape(ctx, x, SHAPE(B, C, N)));                       /* (B, N, C) */
   x = op_add(ctx, x, op_slice(ctx, m->pos_embed, 1, 1, N));                              /* + (1, N, C) */
@@ -261,6 +265,8 @@ void audiomae_forward(Ctx *ctx, AudioMAE *m, Tensor *fbank, const int *taps, int
   if (cls_out) { /* norm is per token: normalise only the cls token */
     Tensor *t0 = op_slice(ctx, x, 1, 0, 1);                                 /* (B, 1, C) */
     t0 = op_layer_norm(ctx, t0, c->norm_eps, m->norm_w, m->norm_b);         /* (B, 1, C) */
-    *cls_out = op_reshape(ctx, t0, SHAPE(B, C));                            /* (B, C) */
+    *cls_out = op_cast(ctx, op_reshape(ctx, t0, SHAPE(B, C)), DT_F32);      /* (B, C) */
   }
 }
+
+void audiomae_cast(Ctx *ctx, AudioMAE *m, DType dtype) { params_cast(ctx, m->ps, m->first_param, m->n_params, dtype); }

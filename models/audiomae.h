@@ -57,6 +57,7 @@ typedef struct AudioMAEBlock {
 typedef struct AudioMAE {
   AudioMAEConfig cfg;
   ParamSet *ps;
+  int first_param, n_params;     /* this model's range in ps */
   int grid_t, grid_f, n_tokens;  /* T/p, F/p, N = grid_t · grid_f patch tokens */
   int hidden;                    /* H */
   Tensor *patch_w, *patch_b;     /* (C, in_chans, p, p), (C) */
@@ -101,3 +102,6 @@ int audiomae_load(Ctx *ctx, AudioMAE *m, const char *path, McmErr *err);
  * in training, so only the input gradient is computed) and in no-grad mode. */
 void audiomae_forward(Ctx *ctx, AudioMAE *m, Tensor *fbank, const int *taps, int n_taps, Tensor **tap_out,
                       Tensor **cls_out);
+/* The frozen feature network computes in bf16 from here on (weights in bf16, fp32
+ * accumulation); fbank, readouts and cls stay fp32. Fatal on trainable parameters. */
+void audiomae_cast(Ctx *ctx, AudioMAE *m, DType dtype);

@@ -95,6 +95,22 @@ int params_load(Ctx *ctx, ParamSet *ps, TensorFile *tf, const char *file_prefix,
   return rc;
 }
 
+void params_cast(Ctx *ctx, ParamSet *ps, int first, int n, DType dtype) {
+  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16, "params_cast: dtype %s is not fp32 or bf16", dtype_name(dtype));
+  MCM_CHECK(first >= 0 && n >= 0 && first + n <= ps->n, "params_cast: range %d+%d of %d parameters", first, n, ps->n);
+  for (int i = first; i < first + n; i++) {
+    Tensor *p = ps->p[i];
+    if (p->dtype == dtype) continue;
+    MCM_CHECK(!p->requires_grad, "params_cast: '%s' is trainable; only frozen parameters change dtype", p->name);
+    Tensor *q = tensor_new_persistent(ctx, dtype, p->ndim, p->shape); /* converts on either device */
+    tensor_copy(ctx, q, p);
+    ctx_sync(ctx);
+    ctx_free_persistent(ctx, p->data);
+    p->data = q->data;
+    p->dtype = dtype;
+  }
+}
+
 int params_save(Ctx *ctx, const ParamSet *ps, TensorFile *tf, const char *file_prefix, DType stored, McmErr *err) {
   char key[PARAMS_NAME_MAX * 2];
   for (int i = 0; i < ps->n; i++) {

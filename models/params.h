@@ -40,6 +40,12 @@ int64_t params_count(const ParamSet *ps);   /* number of scalars */
 
 void params_set_trainable(Ctx *ctx, ParamSet *ps, bool trainable);
 
+/* Stores parameters first … first+n−1 of ps in dtype (fp32 or bf16; bf16 rounds to nearest
+ * even): each gets new storage of that dtype and its old storage is freed, so a frozen fp32
+ * network cast to bf16 holds half the memory. Only frozen parameters: a trainable bf16
+ * parameter needs the optimizer's fp32 master copy, which this does not make (fatal). */
+void params_cast(Ctx *ctx, ParamSet *ps, int first, int n, DType dtype);
+
 /* Loads every parameter from tf: a missing tensor or a shape mismatch is an error naming
  * the tensor, the expected and the found shape (and the file). Tensors in the file that
  * the model does not have are reported as an error too unless allow_extra: they usually

@@ -443,9 +443,13 @@ Tensor *unet_forward(Ctx *ctx, Unet *net, Tensor *x, Tensor *t, Tensor *class_em
             (long long)W, (long long)f, L, L - 1);
 
   ArenaMark whole = ctx_scope_begin(ctx);
+  /* The network computes in its weights' dtype (unet_cast); inputs and output are fp32. */
+  const DType dt = net->conv_in.w->dtype;
+  x = op_cast(ctx, x, dt);
+  class_emb = op_cast(ctx, class_emb, dt);
   /* Conditioning: emb = [time ‖ class] (B, E); every resnet projects SiLU(emb). */
-  Tensor *tp = op_timestep_embedding(ctx, t, cfg->time_proj_dim, cfg->time_max_period, cfg->flip_sin_to_cos,
-                                     cfg->freq_shift);                                  /* (B, 128) */
+  Tensor *tp = op_timestep_embedding_as(ctx, t, cfg->time_proj_dim, cfg->time_max_period, cfg->flip_sin_to_cos,
+                                        cfg->freq_shift, dt);                           /* (B, 128) */
   Tensor *te = op_linear(ctx, tp, net->time_linear_1.w, net->time_linear_1.b);         /* (B, 512) */
   te = op_linear(ctx, op_silu(ctx, te), net->time_linear_2.w, net->time_linear_2.b);   /* (B, 512) */
   Tensor *ce = op_linear(ctx, class_emb, net->class_embedding.w, net->class_embedding.b); /* (B, 512) */
@@ -489,5 +493,8 @@ Tensor *unet_forward(Ctx *ctx, Unet *net, Tensor *x, Tensor *t, Tensor *class_em
   MCM_CHECK(ns == 0, "unet: %d skip connections left over", ns);
 
   h = op_group_norm(ctx, h, cfg->norm_groups, cfg->norm_eps, net->conv_norm_out.w, net->conv_norm_out.b);
-  return ctx_scope_end(ctx, whole, conv(ctx, op_silu(ctx, h), net->conv_out)); /* (B, out_channels, H, W) */
+  h = conv(ctx, op_silu(ctx, h), net->conv_out);                /* (B, out_channels, H, W) */
+  return ctx_scope_end(ctx, whole, op_cast(ctx, h, DT_F32));
 }
+
+void unet_cast(Ctx *ctx, Unet *net, DType dtype) { params_cast(ctx, net->ps, net->first_param, net->n_params, dtype); }

@@ -129,8 +129,13 @@ int unet_load(Ctx *ctx, Unet *net, const char *path, McmErr *err);
 
 /* x (B, in_channels, H, W) with H and W divisible by 2^(levels-1); t (B) fp32 timesteps;
  * class_emb (B, class_embed_in)  ->  (B, out_channels, H, W). Works with and without grad
- * mode. */
+ * mode. Inputs and output are fp32 whatever the network computes in (unet_cast). */
 Tensor *unet_forward(Ctx *ctx, Unet *net, Tensor *x, Tensor *t, Tensor *class_emb);
+
+/* A frozen UNet computes in bf16 from here on (its weights stored in bf16, half the memory;
+ * every op accumulates in fp32): the teacher in distillation. fp32 casts back (rounded
+ * weights stay rounded). Fatal on trainable parameters (params_cast). */
+void unet_cast(Ctx *ctx, Unet *net, DType dtype);
 
 #ifdef __cplusplus
 }

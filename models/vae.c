@@ -301,6 +301,7 @@ VaeMoments vae_encode(Ctx *ctx, Vae *vae, Tensor *x) {
   /* Downsample2D with padding 0: pad right and bottom by one, then a 3×3 stride-2 conv. */
   Conv2dArgs down = {.stride_h = 2, .stride_w = 2, .pad_bottom = 1, .pad_right = 1, .dil_h = 1, .dil_w = 1};
 
+  x = op_cast(ctx, x, e->conv_in.weight->dtype);           /* the weights' dtype (vae_cast) */
   Tensor *h = conv(ctx, x, e->conv_in, 1);                 /* (B, C0, H, W) */
   for (int i = 0; i < n; i++) {                            /* down_blocks.i, Ci = block_out_channels[i] */
     for (int j = 0; j < cfg->layers_per_block; j++)
@@ -312,6 +313,7 @@ VaeMoments vae_encode(Ctx *ctx, Vae *vae, Tensor *x) {
   h = op_silu(ctx, group_norm(ctx, cfg, h, e->conv_norm_out));
   h = conv(ctx, h, e->conv_out, 1);                        /* (B, 2L, H/f, W/f) */
   if (vae->quant_conv.weight) h = conv(ctx, h, vae->quant_conv, 0);
+  h = op_cast(ctx, h, DT_F32);
   return (VaeMoments){.mean = op_slice(ctx, h, 1, 0, L), .logvar = op_slice(ctx, h, 1, L, L)};
 }
 
@@ -337,7 +339,7 @@ Tensor *vae_decode(Ctx *ctx, Vae *vae, Tensor *z) {
   check_input("vae_decode", z, cfg->latent_channels, 1);
 
   ArenaMark whole = ctx_scope_begin(ctx);
-  /* z (B, L, H/f, W/f) */
+  z = op_cast(ctx, z, d->conv_in.weight->dtype);             /* z (B, L, H/f, W/f) in the weights' dtype */
   Tensor *h = vae->post_quant_conv.weight ? conv(ctx, z, vae->post_quant_conv, 0) : z;
   h = conv(ctx, h, d->conv_in, 1);                           /* (B, C, H/f, W/f), C = block_out_channels[n-1] */
   h = mid_block_forward(ctx, cfg, &d->mid_block, h);         /* (B, C, H/f, W/f) */
@@ -352,8 +354,11 @@ Tensor *vae_decode(Ctx *ctx, Vae *vae, Tensor *z) {
     h = ctx_scope_end(ctx, block, h);
   }
   h = op_silu(ctx, group_norm(ctx, cfg, h, d->conv_norm_out));            /* (B, C0, H, W) */
-  return ctx_scope_end(ctx, whole, conv(ctx, h, d->conv_out, 1));         /* (B, out_channels, H, W) */
+  h = conv(ctx, h, d->conv_out, 1);                                        /* (B, out_channels, H, W) */
+  return ctx_scope_end(ctx, whole, op_cast(ctx, h, DT_F32));
 }
+
+void vae_cast(Ctx *ctx, Vae *vae, DType dtype) { params_cast(ctx, vae->ps, vae->first_param, vae->n_params, dtype); }
 
 Tensor *vae_forward(Ctx *ctx, Vae *vae, Tensor *x, bool sample_posterior) {
   VaeMoments m = vae_encode(ctx, vae, x);

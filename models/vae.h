@@ -126,6 +126,9 @@ Tensor *vae_sample(Ctx *ctx, Tensor *mean, Tensor *logvar);
 /* z (B, L, h, w) (unscaled: divide the UNet's latents by scaling_factor first)
  * → (B, out_channels, f·h, f·w). */
 Tensor *vae_decode(Ctx *ctx, Vae *vae, Tensor *z);
+/* A frozen VAE computes in bf16 from here on (weights in bf16, fp32 accumulation); encode and
+ * decode still take and return fp32. Fatal on trainable parameters (params_cast). */
+void vae_cast(Ctx *ctx, Vae *vae, DType dtype);
 /* AutoencoderKL.forward: decode(sample_posterior ? vae_sample(mean, logvar) : mean).
  * x (B, in_channels, H, W) → (B, out_channels, H, W). */
 Tensor *vae_forward(Ctx *ctx, Vae *vae, Tensor *x, bool sample_posterior);
