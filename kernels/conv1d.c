@@ -2,6 +2,7 @@
  * and tape (see conv1d.h). */
 #include "conv1d.h"
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 Conv1dArgs conv1d_args(int stride, int pad, int dilation) { return (Conv1dArgs){stride, pad, pad, dilation, false, 1}; }
@@ -138,8 +139,8 @@ static const char *op_label(char *buf, size_t size, const char *op, const Tensor
 
 /* Shapes and dtypes common to both ops: x (B, CIN, T), w 3-D with CIN/groups at dimension
  * cin_dim, b (w's size at cout_dim). */
-static void check_inputs(Ctx *ctx, const char *op, const Tensor *x, const Tensor *w, const Tensor *b, int cin_dim,
-                         int cout_dim, int groups) {
+static void check_inputs(const char *op, const Tensor *x, const Tensor *w, const Tensor *b, int cin_dim, int cout_dim,
+                         int groups) {
   CHECK_SHAPE(op, x, -1, -1, -1);
   MCM_CHECK(groups >= 1 && x->shape[1] % groups == 0 && w->ndim == 3 && w->shape[cout_dim] % groups == 0,
             "%s: groups %d must divide the %lld input channels and w %s's %lld output channels", op, groups,
@@ -148,11 +149,9 @@ static void check_inputs(Ctx *ctx, const char *op, const Tensor *x, const Tensor
   want_w[cin_dim] = x->shape[1] / groups;
   tensor_check_shape(__FILE__, __LINE__, op, "w", w, 3, want_w);
   if (b) CHECK_SHAPE(op, b, w->shape[cout_dim]);
-  if (ctx->dev == DEV_CPU) {
-    CHECK_DTYPE(op, x, DT_F32);
-    CHECK_DTYPE(op, w, DT_F32);
-    if (b) CHECK_DTYPE(op, b, DT_F32);
-  }
+  MCM_CHECK((x->dtype == DT_F32 || x->dtype == DT_BF16) && w->dtype == x->dtype && (!b || b->dtype == x->dtype),
+            "%s: x %s, w %s, b %s: one dtype, fp32 or bf16", op, dtype_name(x->dtype), dtype_name(w->dtype),
+            b ? dtype_name(b->dtype) : "none");
   for (int i = 0; i < 3; i++)
     MCM_CHECK(x->shape[i] <= INT32_MAX && w->shape[i] <= INT32_MAX, "%s: x %s or w %s has a size beyond int range", op,
               TENSOR_SHAPE_STR(x), TENSOR_SHAPE_STR(w));
@@ -182,8 +181,10 @@ static void conv1d_backward(Ctx *ctx, TapeNode *node) {
   ctx_count_flops(ctx, conv1d_flops(dy, w) * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(
       ctx,
-      conv1d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data, x->data, w->data,
-                          (int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)w->shape[0], (int)w->shape[2], a),
+      CPU_REF((dx, dw, db, dy, x, w),
+              conv1d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data, x->data,
+                                  w->data, (int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)w->shape[0],
+                                  (int)w->shape[2], a)),
       conv1d_backward_cuda(ctx, dx, dw, db, dy, x, w, a));
 }
 
@@ -191,7 +192,7 @@ Tensor *op_conv1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv1dArgs a) {
   char op[192];
   op_label(op, sizeof op, "conv1d", w);
   MCM_CHECK(a.groups >= 0, "%s: groups %d must be >= 0 (0 and 1: dense)", op, a.groups);
-  check_inputs(ctx, op, x, w, b, 1, 0, conv1d_groups(a));
+  check_inputs(op, x, w, b, 1, 0, conv1d_groups(a));
   MCM_CHECK(a.stride >= 1 && a.dilation >= 1 && a.pad_left >= 0 && a.pad_right >= 0,
             "%s: stride %d and dilation %d must be >= 1, padding %d/%d >= 0", op, a.stride, a.dilation, a.pad_left,
             a.pad_right);
@@ -202,8 +203,8 @@ Tensor *op_conv1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv1dArgs a) {
   Tensor *y = tensor_new(ctx, x->dtype, SHAPE(x->shape[0], w->shape[0], TO)); /* (B, COUT, TO) */
   ctx_count_flops(ctx, conv1d_flops(y, w));
   ON_DEVICE(ctx,
-            conv1d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0], (int)x->shape[1], T,
-                               (int)w->shape[0], K, a),
+            CPU_REF((y, x, w, b), conv1d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0],
+                                                     (int)x->shape[1], T, (int)w->shape[0], K, a)),
             conv1d_forward_cuda(ctx, y, x, w, b, a));
   Tensor *in[3] = {x, w, b};
   if (tape_wants(ctx, 3, in)) {
@@ -225,9 +226,10 @@ static void conv_transpose1d_backward(Ctx *ctx, TapeNode *node) {
   Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
   ctx_count_flops(ctx, conv_transpose1d_flops(x, w) * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(ctx,
-            conv_transpose1d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data,
-                                          x->data, w->data, (int)x->shape[0], (int)x->shape[1], (int)x->shape[2],
-                                          (int)w->shape[1], (int)w->shape[2], a),
+            CPU_REF((dx, dw, db, dy, x, w),
+                    conv_transpose1d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL,
+                                                  dy->data, x->data, w->data, (int)x->shape[0], (int)x->shape[1],
+                                                  (int)x->shape[2], (int)w->shape[1], (int)w->shape[2], a)),
             conv_transpose1d_backward_cuda(ctx, dx, dw, db, dy, x, w, a));
 }
 
@@ -235,7 +237,7 @@ Tensor *op_conv_transpose1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, int strid
                             int dilation) {
   char op[192];
   op_label(op, sizeof op, "conv_transpose1d", w);
-  check_inputs(ctx, op, x, w, b, 0, 1, 1);
+  check_inputs(op, x, w, b, 0, 1, 1);
   ConvTranspose1dArgs a = {stride, padding, output_padding, dilation};
   MCM_CHECK(stride >= 1 && dilation >= 1 && padding >= 0, "%s: stride %d and dilation %d must be >= 1, padding %d >= 0",
             op, stride, dilation, padding);
@@ -248,8 +250,9 @@ Tensor *op_conv_transpose1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, int strid
   Tensor *y = tensor_new(ctx, x->dtype, SHAPE(x->shape[0], w->shape[1], TO)); /* (B, COUT, TO) */
   ctx_count_flops(ctx, conv_transpose1d_flops(x, w));
   ON_DEVICE(ctx,
-            conv_transpose1d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0],
-                                         (int)x->shape[1], T, (int)w->shape[1], K, a),
+            CPU_REF((y, x, w, b), conv_transpose1d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL,
+                                                               (int)x->shape[0], (int)x->shape[1], T,
+                                                               (int)w->shape[1], K, a)),
             conv_transpose1d_forward_cuda(ctx, y, x, w, b, a));
   Tensor *in[3] = {x, w, b};
   if (tape_wants(ctx, 3, in)) {

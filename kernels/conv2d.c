@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 Conv2dArgs conv2d_args(int stride, int pad) { return (Conv2dArgs){stride, stride, pad, pad, pad, pad, 1, 1, 1}; }
@@ -117,9 +118,10 @@ static void conv2d_backward(Ctx *ctx, TapeNode *node) {
   Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
   ctx_count_flops(ctx, conv2d_flops(dy, w) * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(ctx,
-            conv2d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data, x->data,
-                                w->data, (int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
-                                (int)w->shape[0], (int)w->shape[2], (int)w->shape[3], a),
+            CPU_REF((dx, dw, db, dy, x, w),
+                    conv2d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data,
+                                        x->data, w->data, (int)x->shape[0], (int)x->shape[1], (int)x->shape[2],
+                                        (int)x->shape[3], (int)w->shape[0], (int)w->shape[2], (int)w->shape[3], a)),
             conv2d_backward_cuda(ctx, dx, dw, db, dy, x, w, a));
 }
 
@@ -133,7 +135,9 @@ Tensor *op_conv2d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv2dArgs a) {
   MCM_CHECK(w->shape[0] % G == 0, "conv2d '%s': groups %d must divide the %lld output channels",
             w->name ? w->name : "?", G, (long long)w->shape[0]);
   if (b) CHECK_SHAPE("conv2d", b, w->shape[0]);
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("conv2d (CPU reference computes in fp32)", x, DT_F32);
+  MCM_CHECK((x->dtype == DT_F32 || x->dtype == DT_BF16) && w->dtype == x->dtype && (!b || b->dtype == x->dtype),
+            "conv2d '%s': x %s, w %s, b %s: one dtype, fp32 or bf16", w->name ? w->name : "?", dtype_name(x->dtype),
+            dtype_name(w->dtype), b ? dtype_name(b->dtype) : "none");
   MCM_CHECK(a.stride_h >= 1 && a.stride_w >= 1 && a.dil_h >= 1 && a.dil_w >= 1 && a.pad_top >= 0 &&
                 a.pad_bottom >= 0 && a.pad_left >= 0 && a.pad_right >= 0,
             "conv2d '%s': stride and dilation must be >= 1 and padding >= 0", w->name ? w->name : "?");
@@ -145,8 +149,8 @@ Tensor *op_conv2d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv2dArgs a) {
   Tensor *y = tensor_new(ctx, x->dtype, SHAPE(x->shape[0], w->shape[0], HO, WO));
   ctx_count_flops(ctx, conv2d_flops(y, w));
   ON_DEVICE(ctx,
-            conv2d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0], (int)x->shape[1], H, W,
-                               (int)w->shape[0], KH, KW, a),
+            CPU_REF((y, x, w, b), conv2d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0],
+                                                     (int)x->shape[1], H, W, (int)w->shape[0], KH, KW, a)),
             conv2d_forward_cuda(ctx, y, x, w, b, a));
   Tensor *in[3] = {x, w, b};
   if (tape_wants(ctx, 3, in)) {

@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 void embedding_forward_cpu(float *y, const float *table, const int32_t *ids, int64_t N, int64_t V, int64_t D) {
@@ -26,7 +27,8 @@ static void embedding_backward(Ctx *ctx, TapeNode *node) {
   Tensor *table = node->in[0], *ids = node->in[1], *dy = node->out->grad;
   if (!table->requires_grad) return;
   Tensor *dt = grad_of(ctx, table);
-  ON_DEVICE(ctx, embedding_backward_cpu(dt->data, dy->data, ids->data, ids->numel, table->shape[1]),
+  ON_DEVICE(ctx,
+            CPU_REF((dt, dy, ids), embedding_backward_cpu(dt->data, dy->data, ids->data, ids->numel, table->shape[1])),
             embedding_backward_cuda(ctx, dt, dy, ids));
 }
 
@@ -36,12 +38,13 @@ Tensor *op_embedding(Ctx *ctx, Tensor *table, Tensor *ids) {
   MCM_CHECK(ids->ndim <= 4, "embedding: ids %s have %d dimensions, at most 4 (the output adds one)",
             TENSOR_SHAPE_STR(ids), ids->ndim);
   MCM_CHECK(ids->dev == ctx->dev && table->dev == ctx->dev, "embedding: table and ids must be on the context's device");
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("embedding (CPU reference computes in fp32)", table, DT_F32);
+  MCM_CHECK(table->dtype == DT_F32 || table->dtype == DT_BF16, "embedding: table is %s, expected fp32 or bf16",
+            dtype_name(table->dtype));
   int64_t V = table->shape[0], D = table->shape[1], shape[MCM_MAX_DIMS];
   memcpy(shape, ids->shape, sizeof shape);
   shape[ids->ndim] = D;
   Tensor *y = tensor_new(ctx, table->dtype, ids->ndim + 1, shape);
-  ON_DEVICE(ctx, embedding_forward_cpu(y->data, table->data, ids->data, ids->numel, V, D),
+  ON_DEVICE(ctx, CPU_REF((y, table, ids), embedding_forward_cpu(y->data, table->data, ids->data, ids->numel, V, D)),
             embedding_forward_cuda(ctx, y, table, ids));
   Tensor *in[2] = {table, ids};
   if (tape_wants(ctx, 2, in)) tape_record(ctx, "embedding", embedding_backward, y, 2, in, 0);
@@ -84,13 +87,12 @@ Tensor *op_timestep_embedding_as(Ctx *ctx, Tensor *t, int dim, float max_period,
   MCM_CHECK((double)(dim / 2) - downscale_freq_shift > 0.0,
             "timestep_embedding: dim/2 − downscale_freq_shift = %d − %g must be positive", dim / 2,
             (double)downscale_freq_shift);
-  MCM_CHECK(dtype == DT_F32 || (dtype == DT_BF16 && ctx->dev == DEV_CUDA),
-            "timestep_embedding: output dtype %s on %s (fp32 anywhere, bf16 on the GPU)", dtype_name(dtype),
-            ctx->device_name);
+  MCM_CHECK(dtype == DT_F32 || dtype == DT_BF16, "timestep_embedding: output dtype %s, expected fp32 or bf16",
+            dtype_name(dtype));
   Tensor *y = tensor_new(ctx, dtype, SHAPE(t->shape[0], dim));
   ON_DEVICE(ctx,
-            timestep_embedding_cpu(y->data, t->data, t->shape[0], dim, max_period, flip_sin_to_cos,
-                                   downscale_freq_shift),
+            CPU_REF((y, t), timestep_embedding_cpu(y->data, t->data, t->shape[0], dim, max_period, flip_sin_to_cos,
+                                                   downscale_freq_shift)),
             timestep_embedding_cuda(ctx, y, t, dim, max_period, flip_sin_to_cos, downscale_freq_shift));
   return y;
 }

@@ -40,7 +40,7 @@ Tensor *op_embedding(Ctx *ctx, Tensor *table, Tensor *ids);
 /* fp32 output. */
 Tensor *op_timestep_embedding(Ctx *ctx, Tensor *t, int dim, float max_period, bool flip_sin_to_cos,
                               float downscale_freq_shift);
-/* The same with the output in `dtype` (fp32, or bf16 on the GPU) for a bf16 model. */
+/* The same with the output in `dtype` (fp32 or bf16) for a bf16 model. */
 Tensor *op_timestep_embedding_as(Ctx *ctx, Tensor *t, int dim, float max_period, bool flip_sin_to_cos,
                                  float downscale_freq_shift, DType dtype);
 

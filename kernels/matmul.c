@@ -13,6 +13,7 @@
 #include <cblas.h>
 #include <limits.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 /* OpenBLAS runs an sgemm below about 64³ multiply-adds on one thread; for such small
@@ -81,7 +82,9 @@ static void matmul_backward(Ctx *ctx, TapeNode *node) {
   Tensor *db = b->requires_grad ? grad_of(ctx, b) : NULL;
   if (!da && !db) return;
   ctx_count_flops(ctx, 2.0 * (double)d.batch * (double)d.M * (double)d.N * (double)d.K * ((da != NULL) + (db != NULL)));
-  ON_DEVICE(ctx, matmul_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, dy->data, a->data, b->data, d),
+  ON_DEVICE(ctx,
+            CPU_REF((da, db, dy, a, b),
+                    matmul_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, dy->data, a->data, b->data, d)),
             matmul_backward_cuda(ctx, da, db, dy, a, b, d));
 }
 
@@ -118,19 +121,16 @@ static MatmulDims matmul_dims(const Tensor *a, const Tensor *b, bool trans_a, bo
 
 Tensor *op_matmul(Ctx *ctx, Tensor *a, Tensor *b, bool trans_a, bool trans_b) {
   MatmulDims d = matmul_dims(a, b, trans_a, trans_b);
-  MCM_CHECK(a->dtype == b->dtype, "matmul: a is %s, b is %s: dtypes must match", dtype_name(a->dtype),
-            dtype_name(b->dtype));
-  if (ctx->dev == DEV_CPU) {
-    CHECK_DTYPE("matmul (CPU reference computes in fp32)", a, DT_F32);
-    CHECK_DTYPE("matmul (CPU reference computes in fp32)", b, DT_F32);
-  }
+  MCM_CHECK((a->dtype == DT_F32 || a->dtype == DT_BF16) && b->dtype == a->dtype,
+            "matmul: a is %s, b is %s: one dtype, fp32 or bf16", dtype_name(a->dtype), dtype_name(b->dtype));
   int64_t shape[MCM_MAX_DIMS];
   memcpy(shape, a->shape, sizeof shape);
   shape[a->ndim - 2] = d.M;
   shape[a->ndim - 1] = d.N;
   Tensor *y = tensor_new(ctx, a->dtype, a->ndim, shape);
   ctx_count_flops(ctx, 2.0 * (double)d.batch * (double)d.M * (double)d.N * (double)d.K);
-  ON_DEVICE(ctx, matmul_forward_cpu(y->data, a->data, b->data, d), matmul_forward_cuda(ctx, y, a, b, d));
+  ON_DEVICE(ctx, CPU_REF((y, a, b), matmul_forward_cpu(y->data, a->data, b->data, d)),
+            matmul_forward_cuda(ctx, y, a, b, d));
   Tensor *in[2] = {a, b};
   if (tape_wants(ctx, 2, in)) {
     TapeNode *node = tape_record(ctx, "matmul", matmul_backward, y, 2, in, sizeof(MatmulSaved));

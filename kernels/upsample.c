@@ -1,6 +1,7 @@
 /* Nearest 2× upsampling: CPU reference, dispatch and tape (see upsample.h). */
 #include "upsample.h"
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 void upsample_nearest2x_forward_cpu(float *y, const float *x, int64_t N, int64_t H, int64_t W) {
@@ -24,16 +25,18 @@ void upsample_nearest2x_backward_cpu(float *dx, const float *dy, int64_t N, int6
 static void upsample_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dx = grad_of(ctx, x), *dy = node->out->grad;
   ON_DEVICE(ctx,
-            upsample_nearest2x_backward_cpu(dx->data, dy->data, x->shape[0] * x->shape[1], x->shape[2], x->shape[3]),
+            CPU_REF((dx, dy), upsample_nearest2x_backward_cpu(dx->data, dy->data, x->shape[0] * x->shape[1],
+                                                              x->shape[2], x->shape[3])),
             upsample_nearest2x_backward_cuda(ctx, dx, dy));
 }
 
 Tensor *op_upsample_nearest2x(Ctx *ctx, Tensor *x) {
   CHECK_SHAPE("upsample_nearest2x", x, -1, -1, -1, -1);
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("upsample_nearest2x", x, DT_F32);
+  MCM_CHECK(x->dtype == DT_F32 || x->dtype == DT_BF16, "upsample_nearest2x: x is %s, expected fp32 or bf16",
+            dtype_name(x->dtype));
   int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   Tensor *y = tensor_new(ctx, x->dtype, SHAPE(B, C, 2 * H, 2 * W));
-  ON_DEVICE(ctx, upsample_nearest2x_forward_cpu(y->data, x->data, B * C, H, W),
+  ON_DEVICE(ctx, CPU_REF((y, x), upsample_nearest2x_forward_cpu(y->data, x->data, B * C, H, W)),
             upsample_nearest2x_forward_cuda(ctx, y, x));
   if (tape_wants(ctx, 1, &x)) tape_record(ctx, "upsample_nearest2x", upsample_backward, y, 1, &x, 0);
   return y;
