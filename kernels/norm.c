@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 /* Offset of element (o, r, k, i) of x viewed as (O, R, K, L). */
@@ -130,8 +131,9 @@ static void norm_backward(Ctx *ctx, TapeNode *node) {
   Tensor *dw = w && w->requires_grad ? grad_of(ctx, w) : NULL;
   Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
   ON_DEVICE(ctx,
-            norm_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data, x->data,
-                              w ? w->data : NULL, s->mean->data, s->rstd->data, s->l),
+            CPU_REF((dx, dw, db, dy, x, w, s->mean, s->rstd),
+                    norm_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data,
+                                      x->data, w ? w->data : NULL, s->mean->data, s->rstd->data, s->l)),
             norm_backward_cuda(ctx, dx, dw, db, dy, x, w, s->mean, s->rstd, s->l));
 }
 
@@ -141,15 +143,14 @@ static Tensor *norm_op(Ctx *ctx, const char *op, Tensor *x, Tensor *w, Tensor *b
   int64_t C = l.K * l.CPG;
   if (w) CHECK_SHAPE(op, w, C);
   if (b) CHECK_SHAPE(op, b, C);
-  if (ctx->dev == DEV_CPU) {
-    CHECK_DTYPE(op, x, DT_F32); /* the CPU reference computes in fp32 */
-    if (w) CHECK_DTYPE(op, w, DT_F32);
-    if (b) CHECK_DTYPE(op, b, DT_F32);
-  }
+  MCM_CHECK((x->dtype == DT_F32 || x->dtype == DT_BF16) && (!w || w->dtype == x->dtype) && (!b || b->dtype == x->dtype),
+            "%s: x %s, weight %s, bias %s: one dtype, fp32 or bf16", op, dtype_name(x->dtype),
+            w ? dtype_name(w->dtype) : "none", b ? dtype_name(b->dtype) : "none");
   Tensor *y = tensor_new(ctx, x->dtype, x->ndim, x->shape);
   Tensor *mean = tensor_new(ctx, DT_F32, SHAPE(l.O * l.K)), *rstd = tensor_new(ctx, DT_F32, SHAPE(l.O * l.K));
   ON_DEVICE(ctx,
-            norm_forward_cpu(y->data, mean->data, rstd->data, x->data, w ? w->data : NULL, b ? b->data : NULL, l, eps),
+            CPU_REF((y, mean, rstd, x, w, b), norm_forward_cpu(y->data, mean->data, rstd->data, x->data,
+                                                               w ? w->data : NULL, b ? b->data : NULL, l, eps)),
             norm_forward_cuda(ctx, y, mean, rstd, x, w, b, l, eps));
   Tensor *in[3] = {x, w, b};
   if (tape_wants(ctx, 3, in)) {

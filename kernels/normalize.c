@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 #include "rng.h"
 
@@ -46,17 +47,18 @@ static void l2_normalize_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dx = grad_of(ctx, x), *dy = node->out->grad;
   float eps = ((L2Saved *)node->saved)->eps;
   int64_t D = x->shape[x->ndim - 1];
-  ON_DEVICE(ctx, l2_normalize_backward_cpu(dx->data, dy->data, x->data, x->numel / D, D, eps),
+  ON_DEVICE(ctx, CPU_REF((dx, dy, x), l2_normalize_backward_cpu(dx->data, dy->data, x->data, x->numel / D, D, eps)),
             l2_normalize_backward_cuda(ctx, dx, dy, x, eps));
 }
 
 Tensor *op_l2_normalize(Ctx *ctx, Tensor *x, float eps) {
   MCM_CHECK(eps > 0.0f, "l2_normalize: eps %g must be positive", (double)eps);
   MCM_CHECK(x->numel > 0, "l2_normalize: x %s is empty", TENSOR_SHAPE_STR(x));
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("l2_normalize (CPU reference computes in fp32)", x, DT_F32);
+  MCM_CHECK(x->dtype == DT_F32 || x->dtype == DT_BF16, "l2_normalize: x is %s, expected fp32 or bf16",
+            dtype_name(x->dtype));
   int64_t D = x->shape[x->ndim - 1];
   Tensor *y = tensor_like(ctx, x);
-  ON_DEVICE(ctx, l2_normalize_forward_cpu(y->data, x->data, x->numel / D, D, eps),
+  ON_DEVICE(ctx, CPU_REF((y, x), l2_normalize_forward_cpu(y->data, x->data, x->numel / D, D, eps)),
             l2_normalize_forward_cuda(ctx, y, x, eps));
   if (tape_wants(ctx, 1, &x)) {
     TapeNode *node = tape_record(ctx, "l2_normalize", l2_normalize_backward, y, 1, &x, sizeof(L2Saved));
@@ -125,8 +127,9 @@ static void spectral_norm_backward(Ctx *ctx, TapeNode *node) {
   SpectralSaved *s = node->saved;
   int64_t OUT = w->shape[0], IN = w->numel / OUT;
   ON_DEVICE(ctx,
-            spectral_norm_backward_cpu(dw->data, dy->data, w->data, s->u->data, s->v->data,
-                                       ((float *)s->sigma->data)[0], OUT, IN),
+            CPU_REF((dw, dy, w, s->u, s->v, s->sigma),
+                    spectral_norm_backward_cpu(dw->data, dy->data, w->data, s->u->data, s->v->data,
+                                               ((float *)s->sigma->data)[0], OUT, IN)),
             spectral_norm_backward_cuda(ctx, dw, dy, w, s->u, s->v, s->sigma));
 }
 
@@ -172,16 +175,19 @@ Tensor *op_spectral_norm(Ctx *ctx, SpectralNorm *sn, Tensor *w, bool training) {
             "spectral_norm: weight, u and v must be on the context's device");
   MCM_CHECK(sn->n_power_iterations >= 0 && sn->eps > 0.0f, "spectral_norm: n_power_iterations %d, eps %g",
             sn->n_power_iterations, (double)sn->eps);
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("spectral_norm (CPU reference computes in fp32)", w, DT_F32);
+  MCM_CHECK(w->dtype == DT_F32 || w->dtype == DT_BF16, "spectral_norm '%s': weight is %s, expected fp32 or bf16",
+            w->name ? w->name : "?", dtype_name(w->dtype));
   if (training && sn->n_power_iterations > 0)
     ON_DEVICE(ctx,
-              spectral_power_iteration_cpu(sn->u->data, sn->v->data, w->data, OUT, IN, sn->n_power_iterations,
-                                           sn->eps),
+              CPU_REF((sn->u, sn->v, w), spectral_power_iteration_cpu(sn->u->data, sn->v->data, w->data, OUT, IN,
+                                                                      sn->n_power_iterations, sn->eps)),
               spectral_power_iteration_cuda(ctx, sn->u, sn->v, w, sn->n_power_iterations, sn->eps));
   Tensor *y = tensor_like(ctx, w);
   Tensor *sigma = tensor_new(ctx, DT_F32, SHAPE(1));
   ON_DEVICE(ctx,
-            ((float *)sigma->data)[0] = spectral_norm_forward_cpu(y->data, w->data, sn->u->data, sn->v->data, OUT, IN),
+            CPU_REF((y, sigma, w, sn->u, sn->v),
+                    ((float *)sigma->data)[0] =
+                        spectral_norm_forward_cpu(y->data, w->data, sn->u->data, sn->v->data, OUT, IN)),
             spectral_norm_forward_cuda(ctx, y, sigma, w, sn->u, sn->v));
   if (tape_wants(ctx, 1, &w)) {
     TapeNode *node = tape_record(ctx, "spectral_norm", spectral_norm_backward, y, 1, &w, sizeof(SpectralSaved));

@@ -1,6 +1,7 @@
 /* Shape ops: CPU reference, dispatch and tape (see shape.h). */
 #include "shape.h"
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 #include "elementwise.h"
 
@@ -22,6 +23,12 @@ void shape_split(const Tensor *x, int dim, int64_t *outer, int64_t *size, int64_
 static void strides_of(int ndim, const int64_t *shape, int64_t *stride) {
   int64_t s = 1;
   for (int d = ndim - 1; d >= 0; d--) stride[d] = s, s *= shape[d];
+}
+
+/* The copy kernels move fp32 or bf16 elements (shape.cu). */
+static void check_float(const char *op, const char *arg, const Tensor *t) {
+  MCM_CHECK(t->dtype == DT_F32 || t->dtype == DT_BF16, "%s: %s %s is %s, expected fp32 or bf16", op, arg,
+            TENSOR_SHAPE_STR(t), dtype_name(t->dtype));
 }
 
 static void *elem_ptr(const Tensor *t, int64_t offset) {
@@ -107,7 +114,8 @@ int permute_collapse(int ndim, const int64_t *x_shape, const int *perm, int64_t 
 
 static void reshape_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dx = grad_of(ctx, x), *dy = node->out->grad;
-  ON_DEVICE(ctx, scale_cpu(dx->data, dy->data, 1.0f, x->numel, true), scale_cuda(ctx, dx, dy, 1.0f, true));
+  ON_DEVICE(ctx, CPU_REF((dx, dy), scale_cpu(dx->data, dy->data, 1.0f, x->numel, true)),
+            scale_cuda(ctx, dx, dy, 1.0f, true));
 }
 
 Tensor *op_reshape(Ctx *ctx, Tensor *x, int ndim, const int64_t *shape) {
@@ -141,7 +149,7 @@ static void concat_backward(Ctx *ctx, TapeNode *node) {
     int64_t w = x->shape[dim] * inner; /* a row of x */
     if (x->requires_grad) {
       Tensor *dx = grad_of(ctx, x);
-      ON_DEVICE(ctx, copy_rows_cpu(dx->data, w, (const float *)dy->data + off, W, outer, w, true),
+      ON_DEVICE(ctx, CPU_REF((dx, dy), copy_rows_cpu(dx->data, w, (const float *)dy->data + off, W, outer, w, true)),
                 copy_rows_cuda(ctx, dx, 0, w, dy, off, W, outer, w, true));
     }
     off += w;
@@ -152,6 +160,7 @@ Tensor *op_concat(Ctx *ctx, Tensor *const *xs, int n, int dim) {
   MCM_CHECK(n >= 1, "concat: needs at least one tensor, got %d", n);
   const Tensor *x0 = xs[0];
   dim = shape_norm_dim("concat", dim, x0->ndim);
+  check_float("concat", "xs[0]", x0);
   int64_t shape[MCM_MAX_DIMS];
   memcpy(shape, x0->shape, sizeof shape);
   shape[dim] = 0;
@@ -161,9 +170,8 @@ Tensor *op_concat(Ctx *ctx, Tensor *const *xs, int n, int dim) {
     for (int d = 0; same && d < x0->ndim; d++) same = d == dim || x->shape[d] == x0->shape[d];
     MCM_CHECK(same, "concat: xs[%d] has shape %s and xs[0] %s; they must agree except along dim %d", i,
               TENSOR_SHAPE_STR(x), TENSOR_SHAPE_STR(x0), dim);
-    MCM_CHECK(x->dtype == x0->dtype, "concat: xs[%d] is %s, xs[0] is %s", i, dtype_name(x->dtype),
-              dtype_name(x0->dtype));
-    if (ctx->dev == DEV_CPU) CHECK_DTYPE("concat", x, DT_F32);
+    MCM_CHECK(x->dtype == x0->dtype, "concat: xs[%d] is %s, xs[0] is %s; one dtype, fp32 or bf16", i,
+              dtype_name(x->dtype), dtype_name(x0->dtype));
     shape[dim] += x->shape[dim];
   }
   /* The tape holds at most TAPE_MAX_IN inputs per node: concatenate groups first. */
@@ -182,7 +190,7 @@ Tensor *op_concat(Ctx *ctx, Tensor *const *xs, int n, int dim) {
   int64_t W = size * inner;
   for (int i = 0; i < n; i++) {
     int64_t w = xs[i]->shape[dim] * inner;
-    ON_DEVICE(ctx, copy_rows_cpu((float *)y->data + off, W, xs[i]->data, w, outer, w, false),
+    ON_DEVICE(ctx, CPU_REF((y, xs[i]), copy_rows_cpu((float *)y->data + off, W, xs[i]->data, w, outer, w, false)),
               copy_rows_cuda(ctx, y, off, W, xs[i], 0, w, outer, w, false));
     off += w;
   }
@@ -202,8 +210,8 @@ static void slice_backward(Ctx *ctx, TapeNode *node) {
   int64_t outer, size, inner, len = node->out->shape[s->dim];
   shape_split(x, s->dim, &outer, &size, &inner);
   ON_DEVICE(ctx,
-            copy_rows_cpu((float *)dx->data + s->start * inner, size * inner, dy->data, len * inner, outer,
-                          len * inner, true),
+            CPU_REF((dx, dy), copy_rows_cpu((float *)dx->data + s->start * inner, size * inner, dy->data, len * inner,
+                                            outer, len * inner, true)),
             copy_rows_cuda(ctx, dx, s->start * inner, size * inner, dy, 0, len * inner, outer, len * inner, true));
 }
 
@@ -212,7 +220,7 @@ Tensor *op_slice(Ctx *ctx, Tensor *x, int dim, int64_t start, int64_t len) {
   MCM_CHECK(start >= 0 && len >= 0 && start + len <= x->shape[dim],
             "slice: the window [%lld, %lld) along dim %d lies outside x %s", (long long)start,
             (long long)(start + len), dim, TENSOR_SHAPE_STR(x));
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("slice", x, DT_F32);
+  check_float("slice", "x", x);
   int64_t shape[MCM_MAX_DIMS], outer, size, inner;
   memcpy(shape, x->shape, sizeof shape);
   shape[dim] = len;
@@ -225,8 +233,8 @@ Tensor *op_slice(Ctx *ctx, Tensor *x, int dim, int64_t start, int64_t len) {
   } else {
     y = tensor_new(ctx, x->dtype, x->ndim, shape);
     ON_DEVICE(ctx,
-              copy_rows_cpu(y->data, len * inner, (const float *)x->data + start * inner, size * inner, outer,
-                            len * inner, false),
+              CPU_REF((y, x), copy_rows_cpu(y->data, len * inner, (const float *)x->data + start * inner, size * inner,
+                                            outer, len * inner, false)),
               copy_rows_cuda(ctx, y, 0, len * inner, x, start * inner, size * inner, outer, len * inner, false));
   }
   if (tape_wants(ctx, 1, &x)) {
@@ -242,7 +250,7 @@ Tensor *op_slice(Ctx *ctx, Tensor *x, int dim, int64_t start, int64_t len) {
 static void permute_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dx = grad_of(ctx, x), *dy = node->out->grad;
   const int *perm = ((ShapeSaved *)node->saved)->perm;
-  ON_DEVICE(ctx, permute_backward_cpu(dx->data, dy->data, x->ndim, x->shape, perm),
+  ON_DEVICE(ctx, CPU_REF((dx, dy), permute_backward_cpu(dx->data, dy->data, x->ndim, x->shape, perm)),
             permute_backward_cuda(ctx, dx, dy, perm));
 }
 
@@ -258,11 +266,11 @@ Tensor *op_permute(Ctx *ctx, Tensor *x, const int *perm) {
     for (int k = 0; k < x->ndim; k++) len += snprintf(buf + len, sizeof buf - (size_t)len, k ? ", %d" : "%d", perm[k]);
     MCM_FATAL("permute: (%s) is not a permutation of the %d dims of x %s", buf, x->ndim, TENSOR_SHAPE_STR(x));
   }
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("permute", x, DT_F32);
+  check_float("permute", "x", x);
   int64_t shape[MCM_MAX_DIMS];
   for (int k = 0; k < x->ndim; k++) shape[k] = x->shape[perm[k]];
   Tensor *y = tensor_new(ctx, x->dtype, x->ndim, shape);
-  ON_DEVICE(ctx, permute_forward_cpu(y->data, x->data, x->ndim, x->shape, perm),
+  ON_DEVICE(ctx, CPU_REF((y, x), permute_forward_cpu(y->data, x->data, x->ndim, x->shape, perm)),
             permute_forward_cuda(ctx, y, x, perm));
   if (tape_wants(ctx, 1, &x)) {
     TapeNode *node = tape_record(ctx, "permute", permute_backward, y, 1, &x, sizeof(ShapeSaved));
@@ -278,4 +286,28 @@ Tensor *op_transpose_last2(Ctx *ctx, Tensor *x) {
   perm[x->ndim - 2] = x->ndim - 1;
   perm[x->ndim - 1] = x->ndim - 2;
   return op_permute(ctx, x, perm);
+}
+
+/* ------------------------------------------------------------------ cast */
+
+/* dx += dy in x's dtype. dy is converted first, then added by the accumulating row copy, on
+ * both devices: two roundings when x is bf16 (dy to bf16, then the sum), the same on the GPU. */
+static void cast_backward(Ctx *ctx, TapeNode *node) {
+  Tensor *x = node->in[0], *dx = grad_of(ctx, x), *dy = node->out->grad;
+  Tensor *g = tensor_like(ctx, dx);
+  tensor_copy(ctx, g, dy);
+  int64_t n = x->numel;
+  ON_DEVICE(ctx, CPU_REF((dx, g), copy_rows_cpu(dx->data, n, g->data, n, 1, n, true)),
+            copy_rows_cuda(ctx, dx, 0, n, g, 0, n, 1, n, true));
+}
+
+Tensor *op_cast(Ctx *ctx, Tensor *x, DType dt) {
+  if (x->dtype == dt) return x;
+  MCM_CHECK((x->dtype == DT_F32 || x->dtype == DT_BF16) && (dt == DT_F32 || dt == DT_BF16),
+            "cast: x %s is %s, the target %s; only fp32 <-> bf16", TENSOR_SHAPE_STR(x), dtype_name(x->dtype),
+            dtype_name(dt));
+  Tensor *y = tensor_new(ctx, dt, x->ndim, x->shape);
+  tensor_copy(ctx, y, x); /* to nearest, ties to even */
+  if (tape_wants(ctx, 1, &x)) tape_record(ctx, "cast", cast_backward, y, 1, &x, 0);
+  return y;
 }

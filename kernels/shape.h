@@ -12,8 +12,14 @@
  *   op_permute(x, perm)             y.shape[k] = x.shape[perm[k]]  ((B,C,H,W) -> (B,H,W,C)
  *                                   is perm {0,2,3,1}); backward permutes back
  *   op_transpose_last2(x)           (..., M, N) -> (..., N, M)
+ *   op_cast(x, dt)                  x's values in dtype dt, fp32 <-> bf16 (to nearest, ties to
+ *                                   even); x itself when it already is dt. Backward: dx += dy
+ *                                   converted to x's dtype. The network-boundary op: a model
+ *                                   with bf16 weights casts its input to its weights' dtype
+ *                                   and its output back to fp32, so callers see fp32 either way
  *
- * dim may be negative (counted from the end, as in PyTorch).
+ * Shape ops keep x's dtype; all but reshape (a view, any dtype) take fp32 or bf16, concat
+ * one dtype for all its inputs. dim may be negative (counted from the end, as in PyTorch).
  *
  * The copy ops view a tensor as (outer, size along dim, inner) with the element order
  * unchanged, so concat and slice are copies of `outer` rows between row windows:
@@ -33,6 +39,7 @@ Tensor *op_concat(Ctx *ctx, Tensor *const *xs, int n, int dim);
 Tensor *op_slice(Ctx *ctx, Tensor *x, int dim, int64_t start, int64_t len);
 Tensor *op_permute(Ctx *ctx, Tensor *x, const int *perm);
 Tensor *op_transpose_last2(Ctx *ctx, Tensor *x);
+Tensor *op_cast(Ctx *ctx, Tensor *x, DType dt);
 
 /* dim in [-ndim, ndim) -> [0, ndim); fatal (naming op) otherwise. */
 int shape_norm_dim(const char *op, int dim, int ndim);

@@ -164,7 +164,7 @@ TEST_EXIT_MSG(norm_negative_eps, 1, "group_norm: eps is -1, it must be finite an
   op_group_norm(ctx, tensor_zeros(ctx, DT_F32, SHAPE(2, 4)), 2, -1.0f, NULL, NULL);
 }
 
-TEST_EXIT_MSG(norm_cpu_rejects_bf16, 1, "layer_norm") {
+TEST_EXIT_MSG(norm_rejects_mixed_dtypes, 1, "layer_norm: x bf16, weight fp32, bias none: one dtype, fp32 or bf16") {
   Ctx *ctx = bad_ctx();
-  op_layer_norm(ctx, tensor_zeros(ctx, DT_BF16, SHAPE(3, 5)), 1e-5f, NULL, NULL);
+  op_layer_norm(ctx, tensor_zeros(ctx, DT_BF16, SHAPE(3, 5)), 1e-5f, tensor_zeros(ctx, DT_F32, SHAPE(5)), NULL);
 }
