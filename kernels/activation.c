@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 const char *act_name(Act act) {
@@ -81,6 +82,12 @@ void geglu_backward_cpu(float *dx, const float *dy, const float *x, int64_t rows
 
 /* ---------------------------------------------------------------- pointwise ops */
 
+/* The GPU kernels take fp32 or bf16 (activation.cu); the CPU widens bf16 (cpu_bf16.h). */
+static void check_float_dtype(const char *op, const Tensor *x) {
+  MCM_CHECK(x->dtype == DT_F32 || x->dtype == DT_BF16, "%s: x is %s, expected fp32 or bf16", op,
+            dtype_name(x->dtype));
+}
+
 typedef struct {
   Act act;
   float slope;
@@ -90,15 +97,16 @@ static void act_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dy = node->out->grad;
   ActSaved s = *(ActSaved *)node->saved;
   Tensor *dx = grad_of(ctx, x);
-  ON_DEVICE(ctx, act_backward_cpu(dx->data, dy->data, x->data, x->numel, s.act, s.slope),
+  ON_DEVICE(ctx, CPU_REF((dx, dy, x), act_backward_cpu(dx->data, dy->data, x->data, x->numel, s.act, s.slope)),
             act_backward_cuda(ctx, dx, dy, x, s.act, s.slope));
 }
 
 static Tensor *act_op(Ctx *ctx, Tensor *x, Act act, float slope) {
   MCM_CHECK((unsigned)act < ACT_COUNT, "op_act: unknown activation %d", (int)act);
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE(act_name(act), x, DT_F32);
+  check_float_dtype(act_name(act), x);
   Tensor *y = tensor_like(ctx, x);
-  ON_DEVICE(ctx, act_forward_cpu(y->data, x->data, x->numel, act, slope), act_forward_cuda(ctx, y, x, act, slope));
+  ON_DEVICE(ctx, CPU_REF((y, x), act_forward_cpu(y->data, x->data, x->numel, act, slope)),
+            act_forward_cuda(ctx, y, x, act, slope));
   if (tape_wants(ctx, 1, &x)) {
     TapeNode *node = tape_record(ctx, act_name(act), act_backward, y, 1, &x, sizeof(ActSaved));
     *(ActSaved *)node->saved = (ActSaved){act, slope};
@@ -118,7 +126,8 @@ Tensor *op_leaky_relu(Ctx *ctx, Tensor *x, float slope) {
 static void geglu_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dy = node->out->grad, *dx = grad_of(ctx, x);
   int64_t C = node->out->shape[node->out->ndim - 1];
-  ON_DEVICE(ctx, geglu_backward_cpu(dx->data, dy->data, x->data, C ? x->numel / (2 * C) : 0, C),
+  ON_DEVICE(ctx,
+            CPU_REF((dx, dy, x), geglu_backward_cpu(dx->data, dy->data, x->data, C ? x->numel / (2 * C) : 0, C)),
             geglu_backward_cuda(ctx, dx, dy, x));
 }
 
@@ -126,13 +135,14 @@ Tensor *op_geglu(Ctx *ctx, Tensor *x) {
   int64_t last = x->shape[x->ndim - 1];
   MCM_CHECK(last % 2 == 0, "geglu: x has shape %s, its last dimension must be even (value ‖ gate)",
             TENSOR_SHAPE_STR(x));
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("geglu", x, DT_F32);
+  check_float_dtype("geglu", x);
   int64_t shape[MCM_MAX_DIMS];
   memcpy(shape, x->shape, sizeof shape);
   int64_t C = last / 2;
   shape[x->ndim - 1] = C;
   Tensor *y = tensor_new(ctx, x->dtype, x->ndim, shape);
-  ON_DEVICE(ctx, geglu_forward_cpu(y->data, x->data, C ? x->numel / last : 0, C), geglu_forward_cuda(ctx, y, x));
+  ON_DEVICE(ctx, CPU_REF((y, x), geglu_forward_cpu(y->data, x->data, C ? x->numel / last : 0, C)),
+            geglu_forward_cuda(ctx, y, x));
   if (tape_wants(ctx, 1, &x)) tape_record(ctx, "geglu", geglu_backward, y, 1, &x, 0);
   return y;
 }

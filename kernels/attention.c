@@ -17,6 +17,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 /* Scores held per block buffer: 2^20 floats (4 MiB) gives R = 256 rows at TK = 4096, where
@@ -174,9 +175,10 @@ static void attention_backward(Ctx *ctx, TapeNode *node) {
   double unit = 2.0 * (double)B * (double)TQ * (double)TK * (double)C;
   ctx_count_flops(ctx, unit * ((dv != NULL) + (dq || dk) + (dq != NULL) + (dk != NULL)));
   ON_DEVICE(ctx,
-            attention_backward_cpu(dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dout->data,
-                                   q->data, k->data, v->data, sv->lse->data, sv->mask ? sv->mask->data : NULL, B, TQ,
-                                   TK, sv->NH, (int)(C / sv->NH)),
+            CPU_REF((dq, dk, dv, dout, q, k, v, sv->lse, sv->mask),
+                    attention_backward_cpu(dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL,
+                                           dout->data, q->data, k->data, v->data, sv->lse->data,
+                                           sv->mask ? sv->mask->data : NULL, B, TQ, TK, sv->NH, (int)(C / sv->NH))),
             sv->chunk_rows > 0
                 ? attention_chunked_backward_cuda(ctx, dq, dk, dv, dout, q, k, v, out, sv->lse, sv->mask, sv->NH,
                                                   sv->chunk_rows)
@@ -198,10 +200,10 @@ Tensor *op_attention_chunked(Ctx *ctx, Tensor *q, Tensor *k, Tensor *v, int NH, 
   MCM_CHECK(B >= 1 && TQ >= 1 && TK >= 1 && C >= 1, "attention: empty input (q %s, k %s)", TENSOR_SHAPE_STR(q),
             TENSOR_SHAPE_STR(k));
   MCM_CHECK(C / NH <= INT32_MAX, "attention: head dim %lld too large", (long long)(C / NH));
-  MCM_CHECK(k->dtype == q->dtype && v->dtype == q->dtype, "attention: q %s, k %s, v %s: dtypes must match",
-            dtype_name(q->dtype), dtype_name(k->dtype), dtype_name(v->dtype));
+  MCM_CHECK((q->dtype == DT_F32 || q->dtype == DT_BF16) && k->dtype == q->dtype && v->dtype == q->dtype,
+            "attention: q %s, k %s, v %s: one dtype, fp32 or bf16", dtype_name(q->dtype), dtype_name(k->dtype),
+            dtype_name(v->dtype));
   MCM_CHECK(chunk_rows >= 0, "attention: chunk_rows = %d must be >= 0 (0: from the workspace budget)", chunk_rows);
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("attention (CPU reference computes in fp32)", q, DT_F32);
   if (key_mask) {
     CHECK_SHAPE("attention", key_mask, B, TK);
     CHECK_DTYPE("attention (the key mask is fp32: 1 keep, 0 masked)", key_mask, DT_F32);
@@ -212,8 +214,9 @@ Tensor *op_attention_chunked(Ctx *ctx, Tensor *q, Tensor *k, Tensor *v, int NH, 
   Tensor *lse = record ? tensor_new(ctx, DT_F32, SHAPE(B, NH, TQ)) : NULL; /* only backward needs it */
   ctx_count_flops(ctx, 4.0 * (double)B * (double)TQ * (double)TK * (double)C); /* Q Kᵀ and P V */
   ON_DEVICE(ctx,
-            attention_forward_cpu(out->data, lse ? lse->data : NULL, q->data, k->data, v->data,
-                                  key_mask ? key_mask->data : NULL, B, TQ, TK, NH, (int)(C / NH)),
+            CPU_REF((out, lse, q, k, v, key_mask),
+                    attention_forward_cpu(out->data, lse ? lse->data : NULL, q->data, k->data, v->data,
+                                          key_mask ? key_mask->data : NULL, B, TQ, TK, NH, (int)(C / NH))),
             chunk_rows > 0 ? attention_chunked_forward_cuda(ctx, out, lse, q, k, v, key_mask, NH, chunk_rows)
                            : attention_forward_cuda(ctx, out, lse, q, k, v, key_mask, NH));
   if (record) {

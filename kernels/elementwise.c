@@ -2,6 +2,7 @@
  * elementwise.h). */
 #include "elementwise.h"
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 BinaryOp binary_op(Binary kind) {
@@ -173,6 +174,12 @@ void scale_cpu(float *y, const float *a, float s, int64_t n, bool accumulate) {
 
 /* ---------------------------------------------------------------- ops and tape */
 
+/* The GPU kernels take fp32 or bf16 (elementwise.cu); the CPU widens bf16 (cpu_bf16.h). */
+static void check_float_dtype(const char *op, const char *arg, const Tensor *t) {
+  MCM_CHECK(t->dtype == DT_F32 || t->dtype == DT_BF16, "%s: %s is %s, expected fp32 or bf16", op, arg,
+            dtype_name(t->dtype));
+}
+
 typedef struct {
   BinaryOp op;
   float s;
@@ -194,19 +201,18 @@ static void binary_backward(Ctx *ctx, TapeNode *node) {
   Tensor *db = b->requires_grad ? grad_of(ctx, b) : NULL;
   Bcast bc = binary_plan(node->op, a, b);
   ON_DEVICE(ctx,
-            binary_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, dy->data, a->data, b->data, &bc, op),
+            CPU_REF((da, db, dy, a, b), binary_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, dy->data,
+                                                            a->data, b->data, &bc, op)),
             binary_backward_cuda(ctx, da, db, dy, a, b, op));
 }
 
 static Tensor *binary_run(Ctx *ctx, Tensor *a, Tensor *b, const char *name, BinaryOp op) {
   MCM_CHECK(a->dtype == b->dtype, "%s: dtypes %s and %s differ", name, dtype_name(a->dtype), dtype_name(b->dtype));
-  if (ctx->dev == DEV_CPU) {
-    CHECK_DTYPE(name, a, DT_F32);
-    CHECK_DTYPE(name, b, DT_F32);
-  }
+  check_float_dtype(name, "a", a);
   Bcast bc = binary_plan(name, a, b);
   Tensor *y = tensor_new(ctx, a->dtype, bc.y_ndim, bc.y_shape);
-  ON_DEVICE(ctx, binary_forward_cpu(y->data, a->data, b->data, &bc, op), binary_forward_cuda(ctx, y, a, b, op));
+  ON_DEVICE(ctx, CPU_REF((y, a, b), binary_forward_cpu(y->data, a->data, b->data, &bc, op)),
+            binary_forward_cuda(ctx, y, a, b, op));
   Tensor *in[2] = {a, b};
   if (tape_wants(ctx, 2, in)) {
     TapeNode *node = tape_record(ctx, name, binary_backward, y, 2, in, sizeof(ElemSaved));
@@ -227,14 +233,14 @@ Tensor *op_add_scaled(Ctx *ctx, Tensor *a, Tensor *b, float alpha, float beta) {
 static void scale_backward(Ctx *ctx, TapeNode *node) {
   Tensor *a = node->in[0], *da = grad_of(ctx, a);
   float s = ((ElemSaved *)node->saved)->s;
-  ON_DEVICE(ctx, scale_cpu(da->data, node->out->grad->data, s, a->numel, true),
+  ON_DEVICE(ctx, CPU_REF((da, node->out->grad), scale_cpu(da->data, node->out->grad->data, s, a->numel, true)),
             scale_cuda(ctx, da, node->out->grad, s, true));
 }
 
 Tensor *op_scale(Ctx *ctx, Tensor *a, float s) {
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("scale", a, DT_F32);
+  check_float_dtype("scale", "a", a);
   Tensor *y = tensor_like(ctx, a);
-  ON_DEVICE(ctx, scale_cpu(y->data, a->data, s, a->numel, false), scale_cuda(ctx, y, a, s, false));
+  ON_DEVICE(ctx, CPU_REF((y, a), scale_cpu(y->data, a->data, s, a->numel, false)), scale_cuda(ctx, y, a, s, false));
   if (tape_wants(ctx, 1, &a)) {
     TapeNode *node = tape_record(ctx, "scale", scale_backward, y, 1, &a, sizeof(ElemSaved));
     ((ElemSaved *)node->saved)->s = s;

@@ -4,6 +4,7 @@
 
 #include <math.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 const char *unary_name(Unary u) {
@@ -168,6 +169,12 @@ void hinge_backward_cpu(float *dx, const float *x, int64_t n, float sign, float 
 
 /* ---------------------------------------------------------------- unary ops */
 
+/* The GPU kernels take fp32 or bf16 (math.cu); the CPU widens bf16 (cpu_bf16.h). */
+static void check_float_dtype(const char *op, const char *arg, const Tensor *t) {
+  MCM_CHECK(t->dtype == DT_F32 || t->dtype == DT_BF16, "%s: %s is %s, expected fp32 or bf16", op, arg,
+            dtype_name(t->dtype));
+}
+
 typedef struct {
   Unary u;
   float lo, hi;
@@ -176,14 +183,14 @@ typedef struct {
 static void unary_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dy = node->out->grad, *dx = grad_of(ctx, x);
   UnarySaved s = *(UnarySaved *)node->saved;
-  ON_DEVICE(ctx, unary_backward_cpu(dx->data, dy->data, x->data, x->numel, s.u, s.lo, s.hi),
+  ON_DEVICE(ctx, CPU_REF((dx, dy, x), unary_backward_cpu(dx->data, dy->data, x->data, x->numel, s.u, s.lo, s.hi)),
             unary_backward_cuda(ctx, dx, dy, x, s.u, s.lo, s.hi));
 }
 
 static Tensor *unary_run(Ctx *ctx, Tensor *x, Unary u, float lo, float hi) {
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE(unary_name(u), x, DT_F32);
+  check_float_dtype(unary_name(u), "x", x);
   Tensor *y = tensor_like(ctx, x);
-  ON_DEVICE(ctx, unary_forward_cpu(y->data, x->data, x->numel, u, lo, hi),
+  ON_DEVICE(ctx, CPU_REF((y, x), unary_forward_cpu(y->data, x->data, x->numel, u, lo, hi)),
             unary_forward_cuda(ctx, y, x, u, lo, hi));
   if (tape_wants(ctx, 1, &x)) {
     TapeNode *node = tape_record(ctx, unary_name(u), unary_backward, y, 1, &x, sizeof(UnarySaved));
@@ -220,19 +227,19 @@ static void div_backward(Ctx *ctx, TapeNode *node) {
   Tensor *da = a->requires_grad ? grad_of(ctx, a) : NULL;
   Tensor *db = b->requires_grad ? grad_of(ctx, b) : NULL;
   Bcast bc = div_plan(a, b);
-  ON_DEVICE(ctx, div_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, dy->data, a->data, b->data, &bc),
+  ON_DEVICE(ctx,
+            CPU_REF((da, db, dy, a, b),
+                    div_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, dy->data, a->data, b->data, &bc)),
             div_backward_cuda(ctx, da, db, dy, a, b));
 }
 
 Tensor *op_div(Ctx *ctx, Tensor *a, Tensor *b) {
   MCM_CHECK(a->dtype == b->dtype, "div: dtypes %s and %s differ", dtype_name(a->dtype), dtype_name(b->dtype));
-  if (ctx->dev == DEV_CPU) {
-    CHECK_DTYPE("div", a, DT_F32);
-    CHECK_DTYPE("div", b, DT_F32);
-  }
+  check_float_dtype("div", "a", a);
   Bcast bc = div_plan(a, b);
   Tensor *y = tensor_new(ctx, a->dtype, bc.y_ndim, bc.y_shape);
-  ON_DEVICE(ctx, div_forward_cpu(y->data, a->data, b->data, &bc), div_forward_cuda(ctx, y, a, b));
+  ON_DEVICE(ctx, CPU_REF((y, a, b), div_forward_cpu(y->data, a->data, b->data, &bc)),
+            div_forward_cuda(ctx, y, a, b));
   Tensor *in[2] = {a, b};
   if (tape_wants(ctx, 2, in)) tape_record(ctx, "div", div_backward, y, 2, in, 0);
   return y;
@@ -250,8 +257,8 @@ static void pseudo_huber_backward(Ctx *ctx, TapeNode *node) {
   Tensor *db = b->requires_grad ? grad_of(ctx, b) : NULL;
   float c = ((LossSaved *)node->saved)->param, scale = 1.0f / (float)a->numel;
   ON_DEVICE(ctx,
-            pseudo_huber_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, a->data, b->data, a->numel, c,
-                                      scale * ((float *)dy->data)[0]),
+            CPU_REF((da, db, a, b), pseudo_huber_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, a->data,
+                                                              b->data, a->numel, c, scale * ((float *)dy->data)[0])),
             pseudo_huber_backward_cuda(ctx, da, db, dy, a, b, c, scale));
 }
 
@@ -262,13 +269,12 @@ Tensor *op_pseudo_huber(Ctx *ctx, Tensor *a, Tensor *b, float c) {
   MCM_CHECK(isfinite(c) && c > 0.0f, "pseudo_huber: c = %g, expected a positive number (hint: c = 0 is the mean "
             "absolute error, op_mean(op_abs(a − b)))", (double)c);
   MCM_CHECK(a->numel > 0, "pseudo_huber: a and b are empty (%s); their mean is undefined", TENSOR_SHAPE_STR(a));
-  if (ctx->dev == DEV_CPU) {
-    CHECK_DTYPE("pseudo_huber", a, DT_F32);
-    CHECK_DTYPE("pseudo_huber", b, DT_F32);
-  }
-  Tensor *y = tensor_new(ctx, DT_F32, SHAPE(1));
+  check_float_dtype("pseudo_huber", "a", a);
+  Tensor *y = tensor_new(ctx, DT_F32, SHAPE(1)); /* the loss is fp32 in either dtype (math.cu) */
   float scale = 1.0f / (float)a->numel;
-  ON_DEVICE(ctx, ((float *)y->data)[0] = (float)(scale * pseudo_huber_sum_cpu(a->data, b->data, a->numel, c)),
+  ON_DEVICE(ctx,
+            CPU_REF((a, b),
+                    ((float *)y->data)[0] = (float)(scale * pseudo_huber_sum_cpu(a->data, b->data, a->numel, c))),
             pseudo_huber_cuda(ctx, y, a, b, c, scale));
   Tensor *in[2] = {a, b};
   if (tape_wants(ctx, 2, in)) {
@@ -281,7 +287,8 @@ Tensor *op_pseudo_huber(Ctx *ctx, Tensor *a, Tensor *b, float c) {
 static void hinge_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *dx = grad_of(ctx, x), *dy = node->out->grad;
   float sign = ((LossSaved *)node->saved)->param, scale = 1.0f / (float)x->numel;
-  ON_DEVICE(ctx, hinge_backward_cpu(dx->data, x->data, x->numel, sign, scale * ((float *)dy->data)[0]),
+  ON_DEVICE(ctx,
+            CPU_REF((dx, x), hinge_backward_cpu(dx->data, x->data, x->numel, sign, scale * ((float *)dy->data)[0])),
             hinge_backward_cuda(ctx, dx, dy, x, sign, scale));
 }
 
@@ -289,10 +296,10 @@ Tensor *op_hinge(Ctx *ctx, Tensor *x, float sign) {
   MCM_CHECK(sign == 1.0f || sign == -1.0f, "hinge: sign = %g, expected +1 (fake logits) or -1 (real logits)",
             (double)sign);
   MCM_CHECK(x->numel > 0, "hinge: x is empty (%s); its mean is undefined", TENSOR_SHAPE_STR(x));
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("hinge", x, DT_F32);
-  Tensor *y = tensor_new(ctx, DT_F32, SHAPE(1));
+  check_float_dtype("hinge", "x", x);
+  Tensor *y = tensor_new(ctx, DT_F32, SHAPE(1)); /* the loss is fp32 in either dtype (math.cu) */
   float scale = 1.0f / (float)x->numel;
-  ON_DEVICE(ctx, ((float *)y->data)[0] = (float)(scale * hinge_sum_cpu(x->data, x->numel, sign)),
+  ON_DEVICE(ctx, CPU_REF((x), ((float *)y->data)[0] = (float)(scale * hinge_sum_cpu(x->data, x->numel, sign))),
             hinge_cuda(ctx, y, x, sign, scale));
   if (tape_wants(ctx, 1, &x)) {
     TapeNode *node = tape_record(ctx, "hinge", hinge_backward, y, 1, &x, sizeof(LossSaved));

@@ -4,6 +4,7 @@
 
 #include <math.h>
 
+#include "cpu_bf16.h"
 #include "cuda_api.h"
 
 void softmax_forward_cpu(float *y, const float *x, int64_t rows, int64_t N) {
@@ -37,17 +38,17 @@ static void softmax_backward(Ctx *ctx, TapeNode *node) {
   Tensor *x = node->in[0], *y = node->out, *dy = y->grad;
   Tensor *dx = grad_of(ctx, x);
   int64_t N = x->shape[x->ndim - 1];
-  ON_DEVICE(ctx, softmax_backward_cpu(dx->data, dy->data, y->data, N ? x->numel / N : 0, N),
+  ON_DEVICE(ctx, CPU_REF((dx, dy, y), softmax_backward_cpu(dx->data, dy->data, y->data, N ? x->numel / N : 0, N)),
             softmax_backward_cuda(ctx, dx, dy, y));
 }
 
 Tensor *op_softmax(Ctx *ctx, Tensor *x) {
-  if (ctx->dev == DEV_CPU) CHECK_DTYPE("softmax (CPU reference computes in fp32)", x, DT_F32);
   MCM_CHECK(x->dtype == DT_F32 || x->dtype == DT_BF16, "softmax: x is %s, expected fp32 or bf16",
             dtype_name(x->dtype));
   Tensor *y = tensor_like(ctx, x);
   int64_t N = x->shape[x->ndim - 1];
-  ON_DEVICE(ctx, softmax_forward_cpu(y->data, x->data, N ? x->numel / N : 0, N), softmax_forward_cuda(ctx, y, x));
+  ON_DEVICE(ctx, CPU_REF((y, x), softmax_forward_cpu(y->data, x->data, N ? x->numel / N : 0, N)),
+            softmax_forward_cuda(ctx, y, x));
   if (tape_wants(ctx, 1, &x)) tape_record(ctx, "softmax", softmax_backward, y, 1, &x, 0);
   return y;
 }

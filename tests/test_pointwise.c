@@ -96,9 +96,9 @@ TEST_EXIT_MSG(geglu_needs_an_even_last_dimension, 1, "geglu: x has shape [2, 7],
   op_geglu(ctx, tensor_new(ctx, DT_F32, SHAPE(2, 7)));
 }
 
-TEST_EXIT_MSG(leaky_relu_on_bf16_cpu_is_a_clear_error, 1, "leaky_relu: x is bf16, expected fp32") {
+TEST_EXIT_MSG(leaky_relu_on_int32_is_a_clear_error, 1, "leaky_relu: x is int32, expected fp32 or bf16") {
   Ctx *ctx = ctx_create_cpu(0);
-  op_leaky_relu(ctx, tensor_new(ctx, DT_BF16, SHAPE(4)), 0.2f);
+  op_leaky_relu(ctx, tensor_new(ctx, DT_I32, SHAPE(4)), 0.2f);
 }
 
 /* ------------------------------------------------------------------ broadcast plans */

@@ -100,9 +100,10 @@ TEST(cuda_request_without_gpu_falls_back_to_cpu) {
   ctx_destroy(ctx);
 }
 
-TEST_EXIT_MSG(cpu_op_on_bf16_is_a_clear_error, 1, "silu: x is bf16, expected fp32") {
+/* bf16 runs on the CPU (kernels/cpu_bf16.h), but an op's operands share one dtype, as on the GPU. */
+TEST_EXIT_MSG(cpu_op_on_mixed_dtypes_is_a_clear_error, 1, "add: dtypes bf16 and fp32 differ") {
   Ctx *ctx = ctx_create_cpu(0);
-  op_silu(ctx, tensor_new(ctx, DT_BF16, SHAPE(4))); /* exits: the CPU reference computes in fp32 */
+  op_add(ctx, tensor_zeros(ctx, DT_BF16, SHAPE(4)), tensor_zeros(ctx, DT_F32, SHAPE(4)));
 }
 
 TEST_EXIT_MSG(backward_needs_a_scalar_loss, 1, "the loss must have one element, it has shape [4]") {
