@@ -173,7 +173,7 @@ static void attention_backward(Ctx *ctx, TapeNode *node) {
   int64_t B = q->shape[0], TQ = q->shape[1], TK = k->shape[1], C = q->shape[2];
   /* dV = Pᵀ dO and dP = dO Vᵀ, then dQ = dS K and dK = dSᵀ Q: 2 · B·TQ·TK·C each (C = NH · D) */
   double unit = 2.0 * (double)B * (double)TQ * (double)TK * (double)C;
-  ctx_count_flops(ctx, unit * ((dv != NULL) + (dq || dk) + (dq != NULL) + (dk != NULL)));
+  ctx_count_flops(ctx, q->dtype, unit * ((dv != NULL) + (dq || dk) + (dq != NULL) + (dk != NULL)));
   ON_DEVICE(ctx,
             CPU_REF((dq, dk, dv, dout, q, k, v, sv->lse, sv->mask),
                     attention_backward_cpu(dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL,
@@ -212,7 +212,7 @@ Tensor *op_attention_chunked(Ctx *ctx, Tensor *q, Tensor *k, Tensor *v, int NH, 
   Tensor *in[3] = {q, k, v};
   bool record = tape_wants(ctx, 3, in);
   Tensor *lse = record ? tensor_new(ctx, DT_F32, SHAPE(B, NH, TQ)) : NULL; /* only backward needs it */
-  ctx_count_flops(ctx, 4.0 * (double)B * (double)TQ * (double)TK * (double)C); /* Q Kᵀ and P V */
+  ctx_count_flops(ctx, q->dtype, 4.0 * (double)B * (double)TQ * (double)TK * (double)C); /* Q Kᵀ and P V */
   ON_DEVICE(ctx,
             CPU_REF((out, lse, q, k, v, key_mask),
                     attention_forward_cpu(out->data, lse ? lse->data : NULL, q->data, k->data, v->data,

@@ -178,7 +178,7 @@ static void conv1d_backward(Ctx *ctx, TapeNode *node) {
   Tensor *dx = x->requires_grad ? grad_of(ctx, x) : NULL;
   Tensor *dw = w->requires_grad ? grad_of(ctx, w) : NULL;
   Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
-  ctx_count_flops(ctx, conv1d_flops(dy, w) * ((dx != NULL) + (dw != NULL)));
+  ctx_count_flops(ctx, w->dtype, conv1d_flops(dy, w) * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(
       ctx,
       CPU_REF((dx, dw, db, dy, x, w),
@@ -201,7 +201,7 @@ Tensor *op_conv1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv1dArgs a) {
   MCM_CHECK(TO >= 1, "%s: input %s is shorter than the kernel %s (dilation %d) after padding %d/%d", op,
             TENSOR_SHAPE_STR(x), TENSOR_SHAPE_STR(w), a.dilation, a.pad_left, a.pad_right);
   Tensor *y = tensor_new(ctx, x->dtype, SHAPE(x->shape[0], w->shape[0], TO)); /* (B, COUT, TO) */
-  ctx_count_flops(ctx, conv1d_flops(y, w));
+  ctx_count_flops(ctx, w->dtype, conv1d_flops(y, w));
   ON_DEVICE(ctx,
             CPU_REF((y, x, w, b), conv1d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0],
                                                      (int)x->shape[1], T, (int)w->shape[0], K, a)),
@@ -224,7 +224,7 @@ static void conv_transpose1d_backward(Ctx *ctx, TapeNode *node) {
   Tensor *dx = x->requires_grad ? grad_of(ctx, x) : NULL;
   Tensor *dw = w->requires_grad ? grad_of(ctx, w) : NULL;
   Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
-  ctx_count_flops(ctx, conv_transpose1d_flops(x, w) * ((dx != NULL) + (dw != NULL)));
+  ctx_count_flops(ctx, w->dtype, conv_transpose1d_flops(x, w) * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(ctx,
             CPU_REF((dx, dw, db, dy, x, w),
                     conv_transpose1d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL,
@@ -248,7 +248,7 @@ Tensor *op_conv_transpose1d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, int strid
   MCM_CHECK(TO >= 1 && TO < INT32_MAX, "%s: input %s with w %s, stride %d, padding %d gives output length %lld", op,
             TENSOR_SHAPE_STR(x), TENSOR_SHAPE_STR(w), stride, padding, (long long)TO);
   Tensor *y = tensor_new(ctx, x->dtype, SHAPE(x->shape[0], w->shape[1], TO)); /* (B, COUT, TO) */
-  ctx_count_flops(ctx, conv_transpose1d_flops(x, w));
+  ctx_count_flops(ctx, w->dtype, conv_transpose1d_flops(x, w));
   ON_DEVICE(ctx,
             CPU_REF((y, x, w, b), conv_transpose1d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL,
                                                                (int)x->shape[0], (int)x->shape[1], T,

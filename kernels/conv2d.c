@@ -116,7 +116,7 @@ static void conv2d_backward(Ctx *ctx, TapeNode *node) {
   Tensor *dx = x->requires_grad ? grad_of(ctx, x) : NULL;
   Tensor *dw = w->requires_grad ? grad_of(ctx, w) : NULL;
   Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
-  ctx_count_flops(ctx, conv2d_flops(dy, w) * ((dx != NULL) + (dw != NULL)));
+  ctx_count_flops(ctx, w->dtype, conv2d_flops(dy, w) * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(ctx,
             CPU_REF((dx, dw, db, dy, x, w),
                     conv2d_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data,
@@ -147,7 +147,7 @@ Tensor *op_conv2d(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b, Conv2dArgs a) {
   MCM_CHECK(HO >= 1 && WO >= 1, "conv2d '%s': input %s is smaller than the kernel %s after padding",
             w->name ? w->name : "?", TENSOR_SHAPE_STR(x), TENSOR_SHAPE_STR(w));
   Tensor *y = tensor_new(ctx, x->dtype, SHAPE(x->shape[0], w->shape[0], HO, WO));
-  ctx_count_flops(ctx, conv2d_flops(y, w));
+  ctx_count_flops(ctx, w->dtype, conv2d_flops(y, w));
   ON_DEVICE(ctx,
             CPU_REF((y, x, w, b), conv2d_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, (int)x->shape[0],
                                                      (int)x->shape[1], H, W, (int)w->shape[0], KH, KW, a)),

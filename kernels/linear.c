@@ -40,7 +40,7 @@ static void linear_backward(Ctx *ctx, TapeNode *node) {
   Tensor *dw = w->requires_grad ? grad_of(ctx, w) : NULL;
   Tensor *db = b && b->requires_grad ? grad_of(ctx, b) : NULL;
   int64_t IN = w->shape[1], OUT = w->shape[0], N = x->numel / IN;
-  ctx_count_flops(ctx, 2.0 * (double)N * (double)IN * (double)OUT * ((dx != NULL) + (dw != NULL)));
+  ctx_count_flops(ctx, w->dtype, 2.0 * (double)N * (double)IN * (double)OUT * ((dx != NULL) + (dw != NULL)));
   ON_DEVICE(ctx,
             CPU_REF((dx, dw, db, dy, x, w),
                     linear_backward_cpu(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL, dy->data,
@@ -61,7 +61,7 @@ Tensor *op_linear(Ctx *ctx, Tensor *x, Tensor *w, Tensor *b) {
   memcpy(shape, x->shape, sizeof shape);
   shape[x->ndim - 1] = OUT;
   Tensor *y = tensor_new(ctx, x->dtype, x->ndim, shape);
-  ctx_count_flops(ctx, 2.0 * (double)(x->numel / IN) * (double)IN * (double)OUT);
+  ctx_count_flops(ctx, w->dtype, 2.0 * (double)(x->numel / IN) * (double)IN * (double)OUT);
   ON_DEVICE(ctx,
             CPU_REF((y, x, w, b), linear_forward_cpu(y->data, x->data, w->data, b ? b->data : NULL, x->numel / IN, IN,
                                                      OUT)),

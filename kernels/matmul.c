@@ -81,7 +81,7 @@ static void matmul_backward(Ctx *ctx, TapeNode *node) {
   Tensor *da = a->requires_grad ? grad_of(ctx, a) : NULL;
   Tensor *db = b->requires_grad ? grad_of(ctx, b) : NULL;
   if (!da && !db) return;
-  ctx_count_flops(ctx, 2.0 * (double)d.batch * (double)d.M * (double)d.N * (double)d.K * ((da != NULL) + (db != NULL)));
+  ctx_count_flops(ctx, a->dtype, 2.0 * (double)d.batch * (double)d.M * (double)d.N * (double)d.K * ((da != NULL) + (db != NULL)));
   ON_DEVICE(ctx,
             CPU_REF((da, db, dy, a, b),
                     matmul_backward_cpu(da ? da->data : NULL, db ? db->data : NULL, dy->data, a->data, b->data, d)),
@@ -128,7 +128,7 @@ Tensor *op_matmul(Ctx *ctx, Tensor *a, Tensor *b, bool trans_a, bool trans_b) {
   shape[a->ndim - 2] = d.M;
   shape[a->ndim - 1] = d.N;
   Tensor *y = tensor_new(ctx, a->dtype, a->ndim, shape);
-  ctx_count_flops(ctx, 2.0 * (double)d.batch * (double)d.M * (double)d.N * (double)d.K);
+  ctx_count_flops(ctx, a->dtype, 2.0 * (double)d.batch * (double)d.M * (double)d.N * (double)d.K);
   ON_DEVICE(ctx, CPU_REF((y, a, b), matmul_forward_cpu(y->data, a->data, b->data, d)),
             matmul_forward_cuda(ctx, y, a, b, d));
   Tensor *in[2] = {a, b};

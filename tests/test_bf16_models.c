@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "kernels/ops.h"
+#include "kernels/rng.h"
 #include "models/audiomae.h"
 #include "models/params.h"
 #include "models/unet.h"

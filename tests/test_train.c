@@ -202,8 +202,9 @@ TEST(train_teacher_loss_falls) {
  * distillation step adds the frozen teacher on cond + uncond (2F) and the EMA target (F),
  * forward only: exactly 3F more. So F = (distill − teacher) / 3 from the two counts, and the
  * teacher step must lie in (2.8F, 3F). A frozen network that counted a backward would break
- * the first relation; a missing weight gradient the second. */
-static double step_flops(const char *dir, const char *run, const char *const *extra, int n_extra) {
+ * the first relation; a missing weight gradient the second. Under train.precision = bf16 the
+ * teacher's 2F, and nothing else, are bf16 FLOPs (the EMA target is fp32). */
+static double step_flops(const char *dir, const char *run, const char *const *extra, int n_extra, double *bf16) {
   Config cfg;
   McmErr err;
   ASSERT(resolve(&cfg, dir, run, extra, n_extra, &err) == 0, "%s", err.msg);
@@ -215,6 +216,7 @@ static double step_flops(const char *dir, const char *run, const char *const *ex
     StepStats st;
     ASSERT(trainer_step(t, &st, &err) == 0, "%s", err.msg);
     f[i] = st.flops;
+    if (bf16) *bf16 = st.flops_bf16;
   }
   EXPECT(f[0] > 0 && f[0] == f[1] && f[1] == f[2], "%s: %g %g %g FLOPs per step", run, f[0], f[1], f[2]);
   trainer_destroy(t);
@@ -225,11 +227,14 @@ static double step_flops(const char *dir, const char *run, const char *const *ex
 TEST(train_counts_the_model_flops_of_a_step) {
   const char *dir = setup();
   const char *teacher[] = {"train.mode=teacher", "train.cond_dropout=0"};
-  const char *distill[] = {"train.adversarial=false"};
-  double T = step_flops(dir, "ft", teacher, 2), D = step_flops(dir, "fd", distill, 1);
+  const char *distill[] = {"train.adversarial=false", "train.precision=fp32"};
+  const char *distill_bf16[] = {"train.adversarial=false", "train.precision=bf16"};
+  double T = step_flops(dir, "ft", teacher, 2, NULL), D = step_flops(dir, "fd", distill, 2, NULL), D16;
   double F = (D - T) / 3;
   printf("  teacher step %.4g FLOPs, distill step %.4g: UNet forward %.4g\n", T, D, F);
   EXPECT(T < 3 * F && T > 2.8 * F, "teacher step %.6g FLOPs vs 3F = %.6g", T, 3 * F);
+  EXPECT(step_flops(dir, "fd16", distill_bf16, 2, &D16) == D, "bf16 changed the step's FLOPs");
+  EXPECT(fabs(D16 - 2 * F) <= 1e-9 * D, "bf16 FLOPs %.9g, the teacher's 2F = %.9g", D16, 2 * F);
 }
 
 /* ------------------------------------------------------------------ resume after SIGKILL */
@@ -509,6 +514,59 @@ TEST(train_adversarial_runs_heads_learn_and_resume_is_exact) {
   }
   trainer_destroy(t);
   ctx_destroy(ctx);
+}
+
+/* train.precision = bf16: the frozen teacher, VAE decoder and AudioMAE compute in bf16 (on the
+ * CPU emulated with the GPU's rounding points), the student, EMA and heads in fp32. From the same
+ * start, the first steps' losses track the fp32 run's: the frozen networks' outputs differ by
+ * ~1e-2 relative (tests/test_bf16_models.c), and a loss is a smooth function of them, so 5e-2
+ * relative; more than 1e-5, or the cast did nothing. Some, not all, of the FLOPs are bf16
+ * (train_counts_the_model_flops_of_a_step pins the teacher's share exactly). And a bf16 run
+ * is as reproducible as an fp32 one, bit for bit. */
+TEST(train_bf16_frozen_networks_track_fp32) {
+  const char *dir = setup();
+  enum { S = 2 };
+  const char *f32[] = {"train.adversarial=true", "train.precision=fp32"};
+  const char *b16[] = {"train.adversarial=true", "train.precision=bf16"};
+  StepStats a[S], b[S], c[S];
+  for (int run = 0; run < 3; run++) {
+    Config cfg;
+    McmErr err;
+    ASSERT(resolve(&cfg, dir, run == 0 ? "f32" : run == 1 ? "b16" : "b16again", run ? b16 : f32, 2, &err) == 0, "%s",
+           err.msg);
+    Ctx *ctx = ctx_create_cpu((uint64_t)cfg.run.seed);
+    Trainer *t = trainer_create(ctx, &cfg, &(TrainerOptions){TRAIN_RESUME_FRESH, true}, &err);
+    ASSERT(t, "%s", err.msg);
+    TrainerParts parts = trainer_parts(t);
+    for (int i = 0; i < parts.student->n; i++)
+      EXPECT(parts.student->p[i]->dtype == DT_F32, "student parameter %s is %s", parts.student->p[i]->name,
+             dtype_name(parts.student->p[i]->dtype));
+    for (int i = 0; i < S; i++) {
+      StepStats *st = run == 0 ? &a[i] : run == 1 ? &b[i] : &c[i];
+      ASSERT(trainer_step(t, st, &err) == 0, "%s", err.msg);
+      ASSERT(!st->skipped, "run %d step %d skipped", run, i + 1);
+    }
+    trainer_destroy(t);
+    ctx_destroy(ctx);
+  }
+  for (int i = 0; i < S; i++) {
+    const double pairs[][2] = {{a[i].distill, b[i].distill}, {a[i].g_loss, b[i].g_loss}, {a[i].d_real, b[i].d_real}};
+    const char *names[] = {"distill", "G", "D real"};
+    for (int k = 0; k < 3; k++) {
+      /* G = −mean D(fake) is a mean of head outputs of both signs, small by cancellation:
+       * its error is relative to the outputs' size, which D real (hinge, ≈ 1 + |D|) shows. */
+      double scale = k == 1 ? fmax(fabs(pairs[k][0]), a[i].d_real) : fabs(pairs[k][0]);
+      double rel = fabs(pairs[k][1] - pairs[k][0]) / fmax(scale, 1e-12);
+      printf("  step %d %s: fp32 %.6g, bf16 %.6g (relative %.2g)\n", i + 1, names[k], pairs[k][0], pairs[k][1], rel);
+      EXPECT(rel < 5e-2 && rel > 1e-5, "step %d %s: fp32 %.9g vs bf16 %.9g", i + 1, names[k], pairs[k][0], pairs[k][1]);
+    }
+    EXPECT(b[i].loss == c[i].loss && b[i].g_loss == c[i].g_loss, "bf16 step %d not reproducible: %.9g vs %.9g", i + 1,
+           b[i].loss, c[i].loss);
+    EXPECT(a[i].flops == b[i].flops, "step %d: %g FLOPs in fp32, %g in bf16", i + 1, a[i].flops, b[i].flops);
+    EXPECT(a[i].flops_bf16 == 0, "fp32 run counted %g bf16 FLOPs", a[i].flops_bf16);
+    EXPECT(b[i].flops_bf16 > 0 && b[i].flops_bf16 < b[i].flops, "bf16 FLOPs %g of %g", b[i].flops_bf16, b[i].flops);
+  }
+  printf("  bf16 share of the step's FLOPs: %.1f%%\n", 100 * b[0].flops_bf16 / b[0].flops);
 }
 
 /* Latents scaled to ~1e38 (a broken encoders.h5) overflow in the UNet: every step's loss is
