@@ -63,6 +63,9 @@ static const char USAGE[] =
     "whole piece. [infer] window_frames (-1: no windows), stride_frames and fuse\n"
     "(average|triangular) change that (./infer --config FILE or --set infer.KEY=VALUE).\n"
     "\n"
+    "Precision: --set infer.precision=bf16 runs the UNet, VAE decoder and vocoder in bf16 with fp32\n"
+    "accumulation (for the GPU's tensor cores; on the CPU it is emulated and slower). Default fp32.\n"
+    "\n"
     "Exit status: 0 done; 2 a bad input or model bundle (nothing was written); 1 a failure while\n"
     "generating or writing (files already complete stay; none is ever partial).\n"
     "\n"
@@ -316,11 +319,12 @@ static int set_up(Run *r, McmErr *err) {
   if (!(r->ctx = ctx_create(&spec, r->seed, err))) return -1;
   double t0 = seconds_now();
   PipeSampler sampler = !strcmp(a->sampler, "cm") ? PIPE_CM : PIPE_DDIM;
-  PipelineOptions po = {.bundle = a->checkpoint, .sampler = sampler, .allow_teacher_cm = a->allow_teacher_cm};
+  PipelineOptions po = {.bundle = a->checkpoint, .sampler = sampler, .allow_teacher_cm = a->allow_teacher_cm,
+                        .precision = !strcmp(r->cfg.infer.precision, "bf16") ? DT_BF16 : DT_F32};
   if (!(r->pipe = pipeline_open(r->ctx, &po, err))) return -1;
   r->load_seconds = seconds_now() - t0;
-  fprintf(stderr, "infer: %s on %s, %s sampler, %lld step%s\n", r->pipe->unet_path, r->ctx->device_name, a->sampler,
-          a->steps, a->steps == 1 ? "" : "s");
+  fprintf(stderr, "infer: %s on %s, %s sampler, %lld step%s%s\n", r->pipe->unet_path, r->ctx->device_name, a->sampler,
+          a->steps, a->steps == 1 ? "" : "s", po.precision == DT_BF16 ? ", bf16" : "");
   if (sampler == PIPE_CM && r->pipe->teacher)
     fprintf(stderr, "infer: note: the bundle has no student.h5; the teacher with the consistency sampler gives poor "
                     "results (--allow-teacher-cm)\n");

@@ -112,6 +112,7 @@ typedef struct Config {
   struct {
     int64_t window_frames, stride_frames; /* ./infer's long form: 0 = defaults, window -1 = none */
     char fuse[CFG_MAX_STRING];            /* average | triangular */
+    char precision[CFG_MAX_STRING];       /* fp32 | bf16 */
   } infer;
   struct {
     int64_t every, steps;

@@ -209,6 +209,9 @@ const CfgKey MCM_SCHEMA[] = {
     ENUM(infer, fuse, "average", "average|triangular",
          "./infer long form: how overlapping windows are fused: the plain average (MultiDiffusion) or weights "
          "that fall toward each window's edges"),
+    ENUM(infer, precision, "fp32", "fp32|bf16",
+         "./infer: bf16 runs the UNet, VAE decoder and vocoder in bf16 with fp32 accumulation (tensor cores on the "
+         "GPU; emulated, slower, on the CPU); the text tower stays fp32"),
 
     /* ------------------------------------------------------------------ [sample] */
     INT(sample, every, "0", 0, NOMAX,

@@ -164,6 +164,11 @@ Pipeline *pipeline_open(Ctx *ctx, const PipelineOptions *o, McmErr *err) {
   if (!rc) rc = hifigan_load(ctx, p->voc, path, err);
   bundle_path(path, sizeof path, o->bundle, BUNDLE_TEXT_ENCODER);
   if (!rc) rc = clap_text_load(ctx, p->text, path, err);
+  if (!rc && o->precision == DT_BF16) { /* the text tower is a few ms of a sample: it stays fp32 */
+    unet_cast(ctx, p->unet, DT_BF16);
+    vae_cast(ctx, p->vae, DT_BF16);
+    hifigan_cast(ctx, p->voc, DT_BF16);
+  }
   ctx_step_reset(ctx);
   /* The unconditional embedding first: it also proves that tokenizer and tower fit. */
   McmErr why = {{0}};

@@ -79,6 +79,7 @@ typedef struct PipelineOptions {
   const char *bundle;    /* directory */
   PipeSampler sampler;   /* which UNet is loaded: cm -> student.h5, ddim -> unet.h5 */
   bool allow_teacher_cm; /* cm on unet.h5 when the bundle has no student.h5 */
+  DType precision;       /* DT_F32 (the default) or DT_BF16: UNet, VAE and vocoder compute in it */
 } PipelineOptions;
 
 typedef struct Pipeline {

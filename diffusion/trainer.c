@@ -518,7 +518,7 @@ static int open_pipeline(Trainer *t, McmErr *err) {
   if (!c->sample.bundle[0]) return mcm_err(err, "sample.every > 0 needs sample.bundle (./infer's model bundle directory)");
   if (read_prompts(t, err)) return -1;
   McmErr e = {{0}};
-  PipelineOptions po = {c->sample.bundle, t->distill ? PIPE_CM : PIPE_DDIM, true};
+  PipelineOptions po = {c->sample.bundle, t->distill ? PIPE_CM : PIPE_DDIM, true, DT_F32}; /* samples are fp32 */
   t->pipe = pipeline_open(t->ctx, &po, &e);
   if (!t->pipe) return mcm_err(err, "sample.bundle: %s", e.msg);
   const ParamSet *a = &t->pipe->ps_unet, *b = &t->ps_ema;

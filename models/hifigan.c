@@ -97,6 +97,7 @@ Hifigan *hifigan_create(Ctx *ctx, const HifiganConfig *cfg, ParamSet *ps) {
   Hifigan *m = ctx_alloc_persistent_host(ctx, sizeof *m);
   m->cfg = *cfg;
   m->ps = ps;
+  m->first_param = ps->n;
   const int M = cfg->model_in_dim, C0 = cfg->upsample_initial_channel, NK = cfg->n_kernels;
   conv_params(ctx, ps, "conv_pre", C0, M, HIFIGAN_CONV_K, C0, &m->conv_pre_w, &m->conv_pre_b);
   for (int i = 0; i < cfg->n_upsamples; i++) {
@@ -130,6 +131,7 @@ Hifigan *hifigan_create(Ctx *ctx, const HifiganConfig *cfg, ParamSet *ps) {
   m->scale = params_new(ctx, ps, "scale", SHAPE(M));
   ps->trainable = trainable;
   tensor_fill(ctx, m->scale, 1.0f);
+  m->n_params = ps->n - m->first_param;
   return m;
 }
 
@@ -219,7 +221,7 @@ Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel) {
   const int64_t B = mel->shape[0];
 
   ArenaMark whole = ctx_scope_begin(ctx); /* each stage's output replaces its input here */
-  Tensor *x = mel;                                                              /* (B, T, M) */
+  Tensor *x = op_cast(ctx, mel, m->conv_pre_w->dtype); /* (B, T, M) in the weights' dtype (hifigan_cast) */
   if (c->normalize_before) x = op_div(ctx, op_sub(ctx, x, m->mean), m->scale);    /* (B, T, M) */
   x = op_transpose_last2(ctx, x);                                               /* (B, M, T) */
   x = op_conv1d(ctx, x, m->conv_pre_w, m->conv_pre_b, k7);                      /* (B, C0, T) */
@@ -243,5 +245,8 @@ Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel) {
   x = op_leaky_relu(ctx, x, LEAKY_RELU_DEFAULT_SLOPE);                          /* (B, C_last, L) */
   x = op_conv1d(ctx, x, m->conv_post_w, m->conv_post_b, k7);                    /* (B, 1, L) */
   x = op_tanh(ctx, x);                                                          /* (B, 1, L) */
-  return ctx_scope_end(ctx, whole, op_reshape(ctx, x, SHAPE(B, x->shape[2]))); /* (B, L) */
+  x = op_cast(ctx, op_reshape(ctx, x, SHAPE(B, x->shape[2])), DT_F32);        /* (B, L) */
+  return ctx_scope_end(ctx, whole, x);
 }
+
+void hifigan_cast(Ctx *ctx, Hifigan *m, DType dtype) { params_cast(ctx, m->ps, m->first_param, m->n_params, dtype); }

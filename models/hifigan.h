@@ -60,6 +60,7 @@ typedef struct HifiganResblock {
 typedef struct Hifigan {
   HifiganConfig cfg;
   ParamSet *ps;
+  int first_param, n_params;                                                /* this model's range in ps */
   Tensor *conv_pre_w, *conv_pre_b;                                          /* (C0, M, 7), (C0) */
   Tensor *up_w[HIFIGAN_MAX_UPSAMPLES], *up_b[HIFIGAN_MAX_UPSAMPLES];        /* (C_{i-1}, C_i, k_i), (C_i) */
   HifiganResblock res[HIFIGAN_MAX_UPSAMPLES * HIFIGAN_MAX_KERNELS];         /* resblocks.(i·NK + j) */
@@ -90,3 +91,6 @@ int hifigan_load(Ctx *ctx, Hifigan *m, const char *path, McmErr *err);
 /* mel (B, T, M) -> waveform (B, hifigan_out_len(T)), values in (−1, 1). Works in grad mode
  * (gradients to mel and to trainable parameters) and in no-grad mode. */
 Tensor *hifigan_forward(Ctx *ctx, Hifigan *m, Tensor *mel);
+/* A frozen vocoder computes in bf16 from here on (weights in bf16, fp32 accumulation); mel in
+ * and waveform out stay fp32. Fatal on trainable parameters (params_cast). */
+void hifigan_cast(Ctx *ctx, Hifigan *m, DType dtype);

@@ -17,6 +17,7 @@
 #include "kernels/ops.h"
 #include "kernels/rng.h"
 #include "models/audiomae.h"
+#include "models/hifigan.h"
 #include "models/params.h"
 #include "models/unet.h"
 #include "models/vae.h"
@@ -30,7 +31,7 @@ typedef struct NetRun {
   int64_t ny, nx;
 } NetRun;
 
-typedef enum { NET_UNET, NET_VAE_DECODER, NET_AUDIOMAE } NetKind;
+typedef enum { NET_UNET, NET_VAE_DECODER, NET_AUDIOMAE, NET_VOCODER } NetKind;
 
 static float *to_host(Ctx *ctx, const Tensor *t) {
   float *h = MALLOC_CHECK((size_t)t->numel * sizeof(float));
@@ -72,6 +73,14 @@ static AudioMAEConfig mae_cfg(void) {
                           .num_heads = 4, .mlp_ratio = 4.0f, .norm_eps = 1e-6f};
 }
 
+static HifiganConfig vocoder_cfg(void) {
+  HifiganConfig c = {.model_in_dim = 8, .sampling_rate = 16000, .upsample_initial_channel = 32, .n_kernels = 2,
+                     .resblock_kernel_sizes = {3, 7}, .n_dilations = {2, 2}, .resblock_dilation_sizes = {{1, 3}, {1, 3}},
+                     .leaky_relu_slope = 0.1f, .n_upsamples = 2, .upsample_rates = {5, 4},
+                     .upsample_kernel_sizes = {10, 8}, .hop = 20};
+  return c;
+}
+
 /* The network with random weights (the same for both precisions: same seed), frozen, cast to
  * dt; forward on a fixed input; the input gradient for a fixed upstream gradient. */
 static NetRun run_net(NetKind kind, DType dt) {
@@ -103,6 +112,16 @@ static NetRun run_net(NetKind kind, DType dt) {
     x->requires_grad = true;
     ctx_set_grad(ctx, true);
     y = vae_decode(ctx, vae, x);
+  } else if (kind == NET_VOCODER) {
+    HifiganConfig c = vocoder_cfg();
+    Hifigan *m = hifigan_create(ctx, &c, &ps);
+    hifigan_init_random(ctx, m);
+    hifigan_cast(ctx, m, dt);
+    x = tensor_new(ctx, DT_F32, SHAPE(2, 12, 8)); /* (B, T, M): a log-mel */
+    fill_uniform(ctx, x, -6.0f, 1.0f);
+    x->requires_grad = true;
+    ctx_set_grad(ctx, true);
+    y = hifigan_forward(ctx, m, x);
   } else {
     AudioMAEConfig c = mae_cfg();
     AudioMAE *m = audiomae_create(ctx, &c, &ps);
@@ -150,6 +169,7 @@ static void check_net(const char *name, NetKind kind) {
 TEST(bf16_unet_tracks_fp32) { check_net("unet", NET_UNET); }
 TEST(bf16_vae_decoder_tracks_fp32) { check_net("vae decoder", NET_VAE_DECODER); }
 TEST(bf16_audiomae_tracks_fp32) { check_net("audiomae", NET_AUDIOMAE); }
+TEST(bf16_vocoder_tracks_fp32) { check_net("vocoder", NET_VOCODER); }
 
 /* The cast frees the fp32 storage: the persistent blocks keep their count (one new per
  * parameter, one freed) and nothing is lost at ctx_destroy (valgrind/ASan in SAN=1). */

@@ -299,3 +299,35 @@ TEST(infer_refuses_every_bad_input_and_writes_nothing) {
     expect_bad("build/cpu/tools/make_random_bundle --out checkpoints/demo", cmd);
   }
 }
+
+/* infer.precision = bf16 on the committed demo model: UNet, VAE decoder and vocoder in bf16
+ * (emulated on the CPU with the GPU's rounding points). The waveform tracks the fp32 one
+ * from the same seed: each network alone is within ~2e-2 relative (tests/test_bf16_models.c),
+ * and four student steps, the decoder and the vocoder chain six of them, √6 · 2e-2 ≈ 5e-2;
+ * we allow 6e-2 in relative L2 of the samples (16-bit quantisation adds ~1e-4). More than
+ * 1e-3, or bf16 was not used. The log line says bf16. */
+static float *read_wav(const char *path, sf_count_t *n) {
+  SF_INFO info = {0};
+  SNDFILE *f = sf_open(path, SFM_READ, &info);
+  ASSERT(f, "%s: %s", path, sf_strerror(NULL));
+  float *x = malloc((size_t)info.frames * sizeof(float));
+  *n = sf_readf_float(f, x, info.frames);
+  sf_close(f);
+  return x;
+}
+
+TEST(infer_bf16_tracks_fp32_on_the_demo_model) {
+  const char *cmd = "./infer --device cpu --prompt 'calm piano' --seconds 2.56 --seed 5 --out %s %s";
+  ASSERT(run(cmd, TEST_PATH("f32.wav"), "") == 0, "%s", out);
+  ASSERT(run(cmd, TEST_PATH("b16.wav"), "--set infer.precision=bf16") == 0, "%s", out);
+  EXPECT_STR_CONTAINS(out, "steps, bf16");
+  sf_count_t na, nb;
+  float *a = read_wav(TEST_PATH("f32.wav"), &na), *b = read_wav(TEST_PATH("b16.wav"), &nb);
+  ASSERT(na == nb && na == 40960, "%lld and %lld samples", (long long)na, (long long)nb);
+  double num = 0, den = 0;
+  for (sf_count_t i = 0; i < na; i++) num += (double)(b[i] - a[i]) * (b[i] - a[i]), den += (double)a[i] * a[i];
+  double rel = sqrt(num / den);
+  printf("  bf16 vs fp32 waveform: relative L2 %.3g\n", rel);
+  EXPECT(rel < 6e-2 && rel > 1e-3, "relative L2 %.3g", rel);
+  free(a), free(b);
+}
