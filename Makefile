@@ -148,7 +148,7 @@ LIB := $(BUILD)/libmcm.a
 TEST_C := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_C:%.c=$(BUILD)/%.o)
 TEST_BIN := $(BUILD)/mcm_tests
-GPU_TEST_C := tests/runner.c tests/net_check.c $(wildcard tests/gpu/*.c)
+GPU_TEST_C := tests/runner.c tests/net_check.c tests/train_util.c $(wildcard tests/gpu/*.c)
 GPU_TEST_OBJ := $(GPU_TEST_C:%.c=$(BUILD)/gpu_%.o)
 GPU_TEST_BIN := $(BUILD)/mcm_tests_gpu
 

@@ -28,75 +28,6 @@
 #include "kernels/rng.h"
 #include "models/unet.h"
 
-static void make_data(const char *dir) {
-  McmErr err;
-  mkdir(dir, 0777);
-  const int rows = 12, F = 16, M = 16, C2 = 4, H = 8, W = 8, D = 16;
-  char path[2048];
-  snprintf(path, sizeof path, "%s/shard_00000.h5", dir);
-  ShardInfo info = {F, M, 16000, 160};
-  ShardWriter *w = shard_create(path, &info, &err);
-  ASSERT(w, "%s", err.msg);
-  float mel[F * M];
-  for (int i = 0; i < rows; i++) {
-    rng_normal_host(7, (uint64_t)i * 1000, mel, F * M);
-    ASSERT(shard_append(w, mel, "x", "x.wav", 0, &err) == 0, "%s", err.msg);
-  }
-  ASSERT(shard_commit(w, &err) == 0, "%s", err.msg);
-  static float lat[12 * 4 * 8 * 8], emb[12 * 16];
-  rng_normal_host(8, 0, lat, rows * C2 * H * W);
-  for (int i = 0; i < rows; i++)
-    for (int j = 0; j < 2 * H * W; j++) lat[i * C2 * H * W + 2 * H * W + j] = -4.0f + 0.1f * lat[i * C2 * H * W + 2 * H * W + j];
-  rng_normal_host(9, 0, emb, rows * D);
-  ASSERT(shard_add_latents(path, lat, C2, H, W, &err) == 0, "%s", err.msg);
-  ASSERT(shard_add_text_emb(path, emb, D, &err) == 0, "%s", err.msg);
-  snprintf(path, sizeof path, "%s/encoders.h5", dir);
-  TensorFile *tf = tf_create(path, &err);
-  ASSERT(tf, "%s", err.msg);
-  float un[16], scale = 0.25f;
-  rng_normal_host(10, 0, un, D);
-  ASSERT(tf_write(tf, "uncond_text_emb", DT_F32, 1, (int64_t[]){D}, un, &err) == 0, "%s", err.msg);
-  ASSERT(tf_write(tf, "vae_scaling_factor", DT_F32, 0, NULL, &scale, &err) == 0, "%s", err.msg);
-  ASSERT(tf_commit(tf, &err) == 0, "%s", err.msg);
-}
-
-static void make_teacher(const char *path) {
-  Ctx *ctx = ctx_create_cpu(3);
-  UNetConfig u = unet_config_musicldm();
-  u.in_channels = u.out_channels = 2;
-  u.levels = 2;
-  u.block_out_channels[0] = 16, u.block_out_channels[1] = 32;
-  u.attention[0] = false, u.attention[1] = true;
-  u.layers_per_block = 1;
-  u.norm_groups = 8;
-  u.num_head_channels = 16;
-  u.time_proj_dim = 16, u.time_embed_dim = 64;
-  u.class_embed_in = 16;
-  ParamSet ps;
-  params_init(&ps, "");
-  unet_init_random(ctx, unet_create(ctx, &u, &ps));
-  McmErr err;
-  TensorFile *tf = tf_create(path, &err);
-  ASSERT(tf && params_save(ctx, &ps, tf, "", DT_F32, &err) == 0 && tf_commit(tf, &err) == 0, "%s", err.msg);
-  params_free(&ps);
-  ctx_destroy(ctx);
-}
-
-static int read_log(const char *path, double *loss, int max_step) {
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  char line[1024];
-  int last = 0;
-  while (fgets(line, sizeof line, f)) {
-    long long step;
-    double l;
-    char *p = strstr(line, "\"loss\": ");
-    if (sscanf(line, "{\"step\": %lld", &step) != 1 || !p || sscanf(p + 8, "%lf", &l) != 1) continue;
-    if (step >= 1 && step <= max_step) loss[step - 1] = l, last = (int)step > last ? (int)step : last;
-  }
-  fclose(f);
-  return last;
-}
 
 static double rel_l2(const float *a, const float *b, int64_t n) {
   double d = 0, r = 0;
@@ -209,8 +140,8 @@ TEST(train_mpi_two_ranks_match_one_process) {
   char data[1024], teacher[1024], args[4096];
   snprintf(data, sizeof data, "%s/data", dir);
   snprintf(teacher, sizeof teacher, "%s/teacher.h5", dir);
-  make_data(data);
-  make_teacher(teacher);
+  test_make_train_data(data, test_tiny_data_spec());
+  test_make_teacher(teacher, 16, 3);
   enum { S = 6 };
   const char *common = "configs/tiny.ini --quiet --set mel.n_mels=16 --set prepare.segment_frames=16 --set train.steps=6 --set checkpoint.every=6 --set train.lr=1e-5";
   snprintf(args, sizeof args, "%s --set data.train_shards='%s/shard_*.h5' --set teacher.weights=%s --set train.batch_size=4",
@@ -230,12 +161,12 @@ TEST(train_mpi_two_ranks_match_one_process) {
   double l1[S], l2[S], l0[S];
   char p[1100], q[1100];
   snprintf(p, sizeof p, "%s/one/log.jsonl", dir);
-  ASSERT(read_log(p, l1, S) == S, "one-process log incomplete");
+  ASSERT(test_read_log_losses(p, l1, S) == S, "one-process log incomplete");
   snprintf(p, sizeof p, "%s/two/log.jsonl", dir);
-  ASSERT(read_log(p, l2, S) == S, "two-rank log incomplete");
+  ASSERT(test_read_log_losses(p, l2, S) == S, "two-rank log incomplete");
   double buckets = log_last(p, "allreduce_buckets"), overlapped = log_last(p, "allreduce_overlapped");
   snprintf(p, sizeof p, "%s/two_after/log.jsonl", dir);
-  ASSERT(read_log(p, l0, S) == S, "two-rank (buckets off) log incomplete");
+  ASSERT(test_read_log_losses(p, l0, S) == S, "two-rank (buckets off) log incomplete");
   for (int i = 0; i < S; i++) {
     EXPECT(fabs(l1[i] - l2[i]) <= 1e-5 * fabs(l1[i]), "step %d: loss %.9g with 1 process, %.9g with 2 ranks", i + 1,
            l1[i], l2[i]);
@@ -275,8 +206,8 @@ TEST(train_mpi_two_ranks_adversarial_buckets_match_one_allreduce) {
   snprintf(data, sizeof data, "%s/data", dir);
   snprintf(teacher, sizeof teacher, "%s/teacher.h5", dir);
   snprintf(bridge, sizeof bridge, "%s/bridge.h5", dir);
-  make_data(data);
-  make_teacher(teacher);
+  test_make_train_data(data, test_tiny_data_spec());
+  test_make_teacher(teacher, 16, 3);
   test_write_random_bridge(bridge);
   const char *common = "configs/tiny.ini --quiet --set mel.n_mels=16 --set prepare.segment_frames=16 --set train.steps=4 "
                        "--set checkpoint.every=4 --set train.batch_size=2 --set train.adversarial=true "
