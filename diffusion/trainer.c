@@ -1055,6 +1055,13 @@ static void log_step(Trainer *t, const StepStats *st) {
   double mfu = peak > 0 && peak_bf16 > 0 && dt > 0 ? (f_f32 / (peak * 1e12) + f_bf16 / (peak_bf16 * 1e12)) / dt : NAN;
   const double bf16_share = t->flops_since_log > 0 ? f_bf16 / t->flops_since_log : 0.0;
   t->t_last_log = now, t->step_last_log = t->step, t->flops_since_log = 0, t->flops_bf16_since_log = 0;
+  /* This rank's memory: parameters, gradients, optimizer state and library workspaces, plus
+   * the activation arena's peak over the run (its high water: one step's forward and
+   * backward, the frozen networks' included). The GPU's own overheads (CUDA context, cuDNN
+   * plans) come on top. */
+  const double GIB = 1073741824.0;
+  const double mem_persistent = (double)t->ctx->persistent_bytes + (double)t->ctx->workspace_bytes;
+  const double mem_act = (double)t->ctx->act.high_water;
   if (!t->quiet) {
     char eta_s[32];
     fmt_duration(eta, eta_s, sizeof eta_s);
@@ -1075,8 +1082,13 @@ static void log_step(Trainer *t, const StepStats *st) {
       mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU %.1f%% of %.0f (fp32)", tflops, 100 * mfu, peak);
     else
       mcm_snprintf(speed, sizeof speed, "%.1f TFLOP/s | MFU ? (no peak known for this GPU)", tflops);
-    printf("step %" PRId64 "/%lld | loss %.6g%s | grad %.4g | lr %.3g | %.2f samples/s | %s | ETA %s%s\n", t->step,
-           (long long)t->cfg.train.steps, st->loss, adv, st->grad_norm, st->lr, sps, speed, eta_s,
+    /* GiB at training sizes, MiB below one GiB (the tiny configs) */
+    const bool gib = mem_persistent + mem_act >= GIB;
+    const double u = gib ? GIB : GIB / 1024;
+    printf("step %" PRId64 "/%lld | loss %.6g%s | grad %.4g | lr %.3g | %.2f samples/s | %s | mem %.2f %s "
+           "(persistent %.2f + activations %.2f) | ETA %s%s\n",
+           t->step, (long long)t->cfg.train.steps, st->loss, adv, st->grad_norm, st->lr, sps, speed,
+           (mem_persistent + mem_act) / u, gib ? "GiB" : "MiB", mem_persistent / u, mem_act / u, eta_s,
            st->skipped ? " | SKIPPED (non-finite)" : "");
     fflush(stdout);
   }
@@ -1085,7 +1097,8 @@ static void log_step(Trainer *t, const StepStats *st) {
           "\"samples_per_s\": %.4f, \"skipped\": %" PRId64 ", \"world\": %d, \"flops_per_step\": %.6g, "
           "\"tflops_per_device\": %.6g",
           t->step, t->cfg.train.mode, st->loss, st->grad_norm, st->lr, sps, t->skipped, t->world, st->flops, tflops);
-  fprintf(t->log, ", \"flops_bf16_per_step\": %.6g", st->flops_bf16);
+  fprintf(t->log, ", \"flops_bf16_per_step\": %.6g, \"mem_persistent_bytes\": %.0f, \"mem_activation_peak_bytes\": %.0f",
+          st->flops_bf16, mem_persistent, mem_act);
   if (peak > 0)
     fprintf(t->log, ", \"mfu\": %.6g, \"peak_tflops\": %.6g, \"peak_tflops_bf16\": %.6g", mfu, peak, peak_bf16);
   if (t->gs_opt) {

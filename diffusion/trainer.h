@@ -48,7 +48,11 @@
  *
  * Logs (rank 0): a line every run.log_every steps on stdout, and the same values as JSON
  * lines in run.out_dir/log.jsonl: step, loss, grad_norm, lr, samples_per_s, skipped, world,
- * flops_per_step, tflops_per_device (and mfu, peak_tflops on a GPU of known peak; distill,
+ * flops_per_step, flops_bf16_per_step (the frozen networks under train.precision = bf16),
+ * tflops_per_device, mem_persistent_bytes and mem_activation_peak_bytes (this rank's
+ * parameters, gradients, optimizer state and workspaces; the activation arena's high water),
+ * and mfu, peak_tflops, peak_tflops_bf16 on a GPU of known peak (MFU weighs each FLOP by the
+ * peak of its precision); distill,
  * g_loss, d_real, d_fake, r1, d_acc with the discriminator; mel, g_loss, fm, d_real, d_fake
  * with the vocoder's; allreduce_buckets and allreduce_overlapped, the buckets of the step's
  * gradient averaging and how many of them started before backward ended, with several ranks

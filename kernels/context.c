@@ -245,7 +245,12 @@ static void push_ptr(void ***list, int *n, int *cap, void *p) {
 
 void *ctx_alloc_persistent(Ctx *ctx, size_t bytes) {
   void *p = raw_alloc(ctx->dev, bytes ? bytes : 1);
+  const int cap = ctx->cap_persistent;
   push_ptr(&ctx->persistent, &ctx->n_persistent, &ctx->cap_persistent, p);
+  if (ctx->cap_persistent != cap)
+    ctx->persistent_size = REALLOC_CHECK(ctx->persistent_size, (size_t)ctx->cap_persistent * sizeof(size_t));
+  ctx->persistent_size[ctx->n_persistent - 1] = bytes;
+  ctx->persistent_bytes += bytes;
   return p;
 }
 
@@ -253,7 +258,10 @@ void ctx_free_persistent(Ctx *ctx, void *p) {
   for (int i = ctx->n_persistent - 1; i >= 0; i--)
     if (ctx->persistent[i] == p) {
       raw_free(ctx->dev, p);
-      ctx->persistent[i] = ctx->persistent[--ctx->n_persistent];
+      ctx->persistent_bytes -= ctx->persistent_size[i];
+      ctx->n_persistent--;
+      ctx->persistent[i] = ctx->persistent[ctx->n_persistent];
+      ctx->persistent_size[i] = ctx->persistent_size[ctx->n_persistent];
       return;
     }
   MCM_FATAL("ctx_free_persistent: %p is not a persistent allocation of this context", p);
@@ -370,6 +378,7 @@ void ctx_destroy(Ctx *ctx) {
   for (int i = 0; i < ctx->n_persistent; i++) raw_free(ctx->dev, ctx->persistent[i]);
   for (int i = 0; i < ctx->n_persistent_host; i++) free(ctx->persistent_host[i]);
   free(ctx->persistent);
+  free(ctx->persistent_size);
   free(ctx->persistent_host);
   free(ctx->tape.nodes);
 #if MCM_CUDA

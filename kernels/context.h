@@ -69,7 +69,9 @@ typedef struct Ctx {
   Arena host;              /* per-step host memory: tensor headers, tape nodes, saved args */
 
   void **persistent;       /* persistent device allocations, freed at destroy */
+  size_t *persistent_size; /* their sizes */
   int n_persistent, cap_persistent;
+  size_t persistent_bytes; /* their sum: parameters, gradients, optimizer state, workspaces */
   void **persistent_host;  /* persistent host allocations (parameter headers, names) */
   int n_persistent_host, cap_persistent_host;
 

@@ -258,6 +258,39 @@ TEST(train_sigterm_writes_checkpoint) {
   EXPECT(trainer_latest_checkpoint(p, path, sizeof path, &step) == 1 && step >= 1, "no checkpoint after SIGTERM");
 }
 
+/* What ./train prints and logs under train.precision = bf16: the start line naming the frozen
+ * networks that compute in bf16, and per step the throughput, the bf16 share of the FLOPs and
+ * this rank's memory (persistent + activation peak), on screen and in log.jsonl. */
+TEST(train_log_reports_precision_speed_and_memory) {
+  const char *dir = setup();
+  char out[1 << 14];
+  int rc = test_run_cmd(out, sizeof out,
+                        "./train " TINY " --set mel.n_mels=16 --set prepare.segment_frames=16 "
+                        "--set data.train_shards=%s/data/shard_*.h5 --set teacher.weights=%s/teacher.h5 "
+                        "--set adversarial.bridge=%s/bridge.h5 --set train.adversarial=true "
+                        "--set train.precision=bf16 --set train.steps=2 --set checkpoint.dir=%s/log/ckpt "
+                        "--set run.out_dir=%s/log",
+                        dir, dir, dir, dir, dir);
+  ASSERT(rc == 0, "./train exited %d: %s", rc, out);
+  EXPECT_STR_CONTAINS(out, "train.precision = bf16: the frozen teacher, VAE and AudioMAE compute in bf16");
+  EXPECT_STR_CONTAINS(out, "on the CPU bf16 is emulated");
+  EXPECT_STR_CONTAINS(out, "GFLOP/s");
+  EXPECT_STR_CONTAINS(out, "MiB (persistent ");
+  char p[700];
+  snprintf(p, sizeof p, "%s/log/log.jsonl", dir);
+  FILE *f = fopen(p, "r");
+  ASSERT(f, "no %s", p);
+  char line[4096] = "", next[4096];
+  while (fgets(next, sizeof next, f)) memcpy(line, next, sizeof line); /* the last line: step 2 */
+  fclose(f);
+  double act = -1, bf16 = -1;
+  const char *a = strstr(line, "\"mem_activation_peak_bytes\": "), *b = strstr(line, "\"flops_bf16_per_step\": ");
+  ASSERT(a && b, "last log line lacks memory or bf16 FLOPs: %s", line);
+  sscanf(a + strlen("\"mem_activation_peak_bytes\": "), "%lf", &act);
+  sscanf(b + strlen("\"flops_bf16_per_step\": "), "%lf", &bf16);
+  EXPECT(act > 0 && bf16 > 0, "activation peak %g bytes, bf16 FLOPs %g", act, bf16);
+}
+
 /* ------------------------------------------------------------------ bad inputs */
 
 /* trainer_create must fail with a message containing `want`. */
