@@ -255,6 +255,7 @@ TEST(config_full_file_sets_every_key) {
              "window_frames = 32\n"
              "stride_frames = 8\n"
              "fuse = triangular\n"
+             "precision = bf16\n"
              "[text]\n"
              "joint = true\n"
              "tokenizer = tok\n"
@@ -291,7 +292,8 @@ TEST(config_full_file_sets_every_key) {
   EXPECT(!strcmp(cfg.train.loss, "l2") && cfg.train.huber_c == 0.5, "loss");
   EXPECT(cfg.train.allreduce_bucket_mb == 12.5, "allreduce_bucket_mb %g", cfg.train.allreduce_bucket_mb);
   EXPECT(!strcmp(cfg.data.train_shards, "/data/a-*.h5") && cfg.data.num_workers == 0, "data");
-  EXPECT(cfg.infer.window_frames == 32 && cfg.infer.stride_frames == 8 && !strcmp(cfg.infer.fuse, "triangular"),
+  EXPECT(cfg.infer.window_frames == 32 && cfg.infer.stride_frames == 8 && !strcmp(cfg.infer.fuse, "triangular") &&
+             !strcmp(cfg.infer.precision, "bf16"),
          "infer");
   EXPECT(!strcmp(cfg.checkpoint.dir, "ck") && cfg.checkpoint.every == 7 && cfg.checkpoint.keep == 1 &&
              !strcmp(cfg.checkpoint.init, "weights/teacher.h5"),

@@ -25,18 +25,10 @@
 
 #define TINY "configs/tiny.ini"
 
-/* A tmp dir with data/ (the tiny dataset), teacher.h5 and bridge.h5. */
+/* The test's tmp dir with data/ (the tiny dataset), teacher.h5 and bridge.h5. */
 static const char *setup(void) {
-  static char dir[512];
-  snprintf(dir, sizeof dir, "%s", test_tmpdir());
-  char p[600];
-  snprintf(p, sizeof p, "%s/data", dir);
-  test_make_train_data(p, test_tiny_data_spec());
-  snprintf(p, sizeof p, "%s/teacher.h5", dir);
-  test_make_teacher(p, 16, 5);
-  snprintf(p, sizeof p, "%s/bridge.h5", dir);
-  test_write_random_bridge(p);
-  return dir;
+  test_make_train_dir(test_tmpdir());
+  return test_tmpdir();
 }
 
 /* tiny.ini with the paths of setup()'s dir, run name `run` (checkpoints and log under it),

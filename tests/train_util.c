@@ -124,3 +124,13 @@ int test_read_log_losses(const char *path, double *loss, int max_step) {
   fclose(f);
   return last;
 }
+
+void test_make_train_dir(const char *dir) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/data", dir);
+  test_make_train_data(p, test_tiny_data_spec());
+  snprintf(p, sizeof p, "%s/teacher.h5", dir);
+  test_make_teacher(p, 16, 5);
+  snprintf(p, sizeof p, "%s/bridge.h5", dir);
+  test_write_random_bridge(p);
+}

@@ -14,6 +14,9 @@ DataSpec test_tiny_data_spec(void);
 void test_make_train_data(const char *dir, DataSpec s);
 /* The UNet of configs/tiny.ini with channels `mc`, random weights (seed), saved to path. */
 void test_make_teacher(const char *path, int mc, uint64_t seed);
+/* configs/tiny.ini's inputs in dir: data/ (test_make_train_data at test_tiny_data_spec),
+ * teacher.h5 (16 channels, seed 5) and bridge.h5 (test_write_random_bridge). */
+void test_make_train_dir(const char *dir);
 /* Losses by step from a run's log.jsonl (the last line of each step wins): loss[step − 1]
  * for steps 1..max_step; returns the highest step found. */
 int test_read_log_losses(const char *path, double *loss, int max_step);

@@ -20,17 +20,6 @@
 #include "tests/test.h"
 #include "tests/train_util.h"
 
-static void setup(char *dir, size_t size) {
-  snprintf(dir, size, "%s", test_tmpdir());
-  char p[700];
-  snprintf(p, sizeof p, "%s/data", dir);
-  test_make_train_data(p, test_tiny_data_spec());
-  snprintf(p, sizeof p, "%s/teacher.h5", dir);
-  test_make_teacher(p, 16, 5);
-  snprintf(p, sizeof p, "%s/bridge.h5", dir);
-  test_write_random_bridge(p);
-}
-
 /* Steps 1..n of the adversarial tiny run on ctx; returns seconds per step after the first. */
 static double run(Ctx *ctx, const char *dir, const char *tag, const char *precision, int n, StepStats *st) {
   char a[6][800];
@@ -60,8 +49,8 @@ static double run(Ctx *ctx, const char *dir, const char *tag, const char *precis
 }
 
 static void check(const char *precision, double tol) {
-  char dir[600];
-  setup(dir, sizeof dir);
+  const char *dir = test_tmpdir();
+  test_make_train_dir(dir);
   McmErr err;
   Ctx *gpu = ctx_create(&(DeviceSpec){DEV_CUDA, 0, false}, 0, &err);
   ASSERT(gpu, "%s", err.msg);
