@@ -80,11 +80,12 @@ char *test_path(char *buf, size_t size, const char *name) {
 }
 
 int test_run_cmd(char *out, size_t size, const char *fmt, ...) {
-  char cmd[4096], full[8192];
+  char cmd[8192], full[8192 + 1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  int len = vsnprintf(cmd, sizeof cmd, fmt, ap);
   va_end(ap);
+  if (len < 0 || (size_t)len >= sizeof cmd) test_fail(__FILE__, __LINE__, "command longer than %zu bytes", sizeof cmd), test_abort();
   const char *dir = getenv("MCM_BIN_DIR") ? getenv("MCM_BIN_DIR") : ".";
   snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
   FILE *p = popen(full, "r");

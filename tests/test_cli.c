@@ -1,22 +1,11 @@
 /* The binaries end to end: usage text, bad arguments and bad configurations give one
  * clear line and exit status 2; nothing half-done is reported as success. */
-#include <sys/wait.h>
 
 #include "kernels/common.h"
 #include "test.h"
 
-/* Runs "<bin dir>/<cmd>" with stderr folded into the captured output; returns the exit status. */
-static int run(const char *cmd, char *out, size_t size) {
-  const char *dir = getenv("MCM_BIN_DIR") ? getenv("MCM_BIN_DIR") : ".";
-  char full[2048];
-  snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
-  FILE *p = popen(full, "r");
-  ASSERT(p, "popen failed");
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = 0;
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+/* "<bin dir>/<cmd>" with stderr folded into out; the exit status (tests/test.h). */
+#define run(cmd, out, size) test_run_cmd((out), (size), "%s", (cmd))
 
 static char out[1 << 16];
 

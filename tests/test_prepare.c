@@ -7,7 +7,6 @@
 #include <sndfile.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -117,18 +116,8 @@ static int reason_count(const PrepareStats *st, const char *kind) {
   return 0;
 }
 
-/* Runs "<bin dir>/<cmd>" with stderr folded into out; returns the exit status. */
-static int run(const char *cmd, char *out, size_t size) {
-  const char *dir = getenv("MCM_BIN_DIR") ? getenv("MCM_BIN_DIR") : ".";
-  char full[4096];
-  snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
-  FILE *p = popen(full, "r");
-  ASSERT(p, "popen failed");
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = 0;
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+/* "<bin dir>/<cmd>" with stderr folded into out; the exit status (tests/test.h). */
+#define run(cmd, out, size) test_run_cmd((out), (size), "%s", (cmd))
 static char out[1 << 16];
 
 /* ---------------------------------------------------------------- the crop policy */

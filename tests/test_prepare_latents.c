@@ -8,7 +8,6 @@
  * Segments are 64 frames (0.64 s) to keep the models' work small. */
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -488,18 +487,8 @@ TEST(prepare_add_latents_failure_part_way_is_atomic_per_shard) {
   free(b1);
 }
 
-/* Runs "<bin dir>/<cmd>" with stderr folded into out; returns the exit status. */
-static int run(const char *cmd, char *out, size_t size) {
-  const char *dir = getenv("MCM_BIN_DIR") ? getenv("MCM_BIN_DIR") : ".";
-  char full[8192];
-  snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
-  FILE *p = popen(full, "r");
-  ASSERT(p, "popen failed");
-  size_t n = fread(out, 1, size - 1, p);
-  out[n] = 0;
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+/* "<bin dir>/<cmd>" with stderr folded into out; the exit status (tests/test.h). */
+#define run(cmd, out, size) test_run_cmd((out), (size), "%s", (cmd))
 
 TEST(prepare_cli_with_weights) {
   static char out[1 << 16];
