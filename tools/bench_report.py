@@ -67,7 +67,7 @@ def report(m, t):
         speed = f"{tms / mms:.2f}×" if mms and tms else "—"
         tcell = fmt(tms, ".3f") if not (tr and "error" in tr) else "error"
         lines.append(f"| {k[0]} | {k[1]} | {fmt(mms, '.3f')} | {tcell} | {speed} | "
-                     f"{fmt(mr['tflops'] if mr else None, '.2f')} |")
+                     f"{fmt(mr['tflops'] if mr else None, '.3g')} |")
         shapes.setdefault(k[0], (mr or tr or {}).get("shape"))
         if not mr:
             notes.append(f"{name}: no mcm row")

@@ -112,7 +112,13 @@ def make_vocoder(sz):
                                 upsample_rates=v["rates"], upsample_kernel_sizes=v["kernels"],
                                 resblock_kernel_sizes=v["res_k"], resblock_dilation_sizes=v["res_d"],
                                 leaky_relu_slope=0.1, normalize_before=False)
-    return SpeechT5HifiGan(cfg)
+    voc = SpeechT5HifiGan(cfg)
+    # PyTorch's default conv init, as mcm's hifigan_init_random: transformers' N(0, 0.01) shrinks
+    # the signal through the stack into denormals, which the CPU computes many times slower.
+    for m in voc.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            m.reset_parameters()
+    return voc
 
 
 def sdpa_attention_forward(self, x):
