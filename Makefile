@@ -4,6 +4,7 @@
 #   make test       every CPU test; ends with "N passed, N failed"
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-gpu   CUDA tests against the CPU reference (says so when no GPU is present)
+#   make bench      mcm against PyTorch on the GPU (BENCH_DEVICE=cpu BENCH_SIZE=small: the harness on the CPU)
 #   make deps       install the Debian packages mcm needs (tools/install-deps.sh)
 #   make demo-shards  training data for ./train configs/demo.ini from the committed demo model
 #   make demo       the demo model from nothing (tools/demo.sh): data, every stage, evaluation
@@ -211,8 +212,38 @@ test-gpu:
 	@echo "0 passed, 0 failed"
 endif
 
-bench:
-	@echo "make bench: the GPU benchmark against PyTorch does not exist yet; make bench-cpu times the CPU ops."; exit 1
+# make bench: mcm's networks, the 4-step sampler and the student's training step against
+# PyTorch (diffusers / transformers) doing the same computation, in one run on one device:
+# tools/bench, tools/bench_torch.py, then tools/bench_report.py writes bench/<date>-<device>.md.
+# See bench/README.md (the GPU machine needs diffusers carried as a wheel). BENCH_ONLY=a,b picks
+# cases; BENCH_TIMEOUT=S stops each side after S seconds (0: never).
+BENCH_DEVICE ?= cuda
+BENCH_SIZE ?= full
+BENCH_ITERS ?= 10
+BENCH_WARMUP ?= 2
+BENCH_ONLY ?=
+BENCH_TIMEOUT ?= 0
+PYTHON ?= python3
+MCM_VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+BENCH_BIN := $(BUILD)/tools/bench
+BENCH_ARGS = --device $(BENCH_DEVICE) --size $(BENCH_SIZE) --iters $(BENCH_ITERS) --warmup $(BENCH_WARMUP) \
+             $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
+
+bench: $(BENCH_BIN)
+	@case "$(BENCH_DEVICE)" in cpu|cuda) ;; *) echo "make bench: BENCH_DEVICE=$(BENCH_DEVICE); expected cpu or cuda"; exit 1;; esac
+	@if [ "$(BENCH_DEVICE)" = cuda ] && [ "$(USE_CUDA)" != 1 ]; then \
+	  echo "make bench: BENCH_DEVICE=cuda, but this build has no CUDA ($(CUDA_WHY)). Run it on a machine with a GPU and"; \
+	  echo "  nvcc, or check the harness on the CPU: make bench BENCH_DEVICE=cpu BENCH_SIZE=small"; exit 1; fi
+	@mkdir -p $(BUILD)/bench && rm -f $(BUILD)/bench/mcm.json $(BUILD)/bench/torch.json
+	@# Each side rewrites its JSON after every row; one that fails or times out still leaves the
+	@# rows it finished, the report is made from what there is, and make fails at the end.
+	@rc=0; set -x; \
+	timeout $(BENCH_TIMEOUT) ./$(BENCH_BIN) $(BENCH_ARGS) --mcm-version "$(MCM_VERSION)" --out $(BUILD)/bench/mcm.json || rc=1; \
+	timeout $(BENCH_TIMEOUT) $(PYTHON) tools/bench_torch.py $(BENCH_ARGS) --out $(BUILD)/bench/torch.json || rc=1; \
+	if [ -e $(BUILD)/bench/mcm.json ] && [ -e $(BUILD)/bench/torch.json ]; then \
+	  $(PYTHON) tools/bench_report.py $(BUILD)/bench/mcm.json $(BUILD)/bench/torch.json --out-dir bench || rc=1; \
+	else echo "make bench: no table: a side wrote no results (see above)"; rc=1; fi; \
+	exit $$rc
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
