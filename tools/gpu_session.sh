@@ -2,14 +2,19 @@
 # tools/gpu_session.sh: everything one short GPU session measures, in one call, each stage
 # under its own time limit so that one hang cannot eat the session:
 #   env        nvidia-smi -L and the GPU's limits, the commit
-#   build      make -j16 CUDA=1 (./train, the tools, the GPU test binary)
+#   build      make -j16 CUDA=1 (./train, the tools, the GPU test binary); or, with a device kit:
+#   kit        the programs built here by tools/device_kit.sh (.kit/, unpacked from .kit.tar.xz
+#              when that is present): source .kit/env.sh, copy .kit/bin/{train,infer,prepare}
+#              to the repository root; no make at all (the GPU machine's image lacks mcm's
+#              libraries and has no apt; the Makefile's dependency check would try apt-get)
 #   data       make_random_bundle --full-size + make_random_shards (configs/bench_step.ini sizes),
 #              in the background while test-gpu runs (CPU work beside GPU work)
-#   test_gpu   make test-gpu
+#   test_gpu   make test-gpu (kit: .kit/bin/mcm_tests_gpu, from the repository root as make runs it)
 #   train_bf16 ./train configs/bench_step.ini: the full-size MusicCM step, batch 8, bf16
 #   train_fp32 the same in fp32 (each once more at half the batch if it fails, e.g. out of
 #              memory: train_bf16_half, train_fp32_half)
-#   bench      make bench, only where `make -n bench` shows a real target
+#   bench      make bench, only where `make -n bench` shows a real target (kit: .kit/bin/tools/bench
+#              when the kit has one)
 # Device memory is sampled with nvidia-smi every 0.2 s during each training run (the peak of
 # memory.used, all processes); host memory is /usr/bin/time's maximum RSS.
 # Everything lands in $OUT (default ./gpu_out): one log per stage and summary.md.
@@ -17,9 +22,19 @@
 #   tools/gpu_session.sh              the GPU session (about 8.5 minutes at most: BUDGET_S=500)
 #   tools/gpu_session.sh --small      the same flow at tiny sizes on the CPU (tiny random bundle,
 #                                     tiny shards), to check the script itself without a GPU
+#   KIT=1 tools/gpu_session.sh --small   the same with the kit's programs (checks the kit here)
 # Environment: OUT, BUDGET_S (whole-run seconds, default 500), JOBS (default 16), CUDA_ARCHS
 # (default 90: H100/H200 only, half the nvcc time of the Makefile's "80 90"), STEPS_BF16 (6),
-# STEPS_FP32 (4). Run from the repository root.
+# STEPS_FP32 (4), KIT (auto: the kit when .kit/ or .kit.tar.xz is there, except with --small;
+# 1: the kit or an error; 0: make). Run from the repository root.
+#
+# The device call (the device tool's `run`), after tools/device_kit.sh has made .kit.tar.xz here:
+#   command   OUT=/tmp/gs tools/gpu_session.sh; rc=$?; tar czf $OUT/gs.tgz -C /tmp gs; exit $rc
+#   carry     [".kit.tar.xz"]
+#   timeout_s 560
+# The script unpacks the kit itself (`tar xJf .kit.tar.xz && tools/gpu_session.sh` does the same).
+# The tool brings back at most 8 files from its own $OUT and this script writes about 16: hence
+# OUT=/tmp/gs and one tarball, gs.tgz, in the tool's $OUT. summary.md is also printed at the end.
 set -u
 
 SMALL=0
@@ -40,6 +55,8 @@ OUT=$(cd "$OUT" && pwd)
 rm -f "$OUT"/*.log "$OUT"/*.jsonl "$OUT"/*.mem "$OUT"/*.rss "$OUT"/data.rc "$OUT"/summary.md
 
 BUDGET_S=${BUDGET_S:-500}
+KIT=${KIT:-auto}
+case $KIT in auto|0|1) ;; *) echo "gpu_session.sh: error: KIT must be auto, 0 or 1, not '$KIT'" >&2; exit 2 ;; esac
 JOBS=${JOBS:-16}
 CUDA_ARCHS=${CUDA_ARCHS:-90}
 STEPS_BF16=${STEPS_BF16:-6}
@@ -48,6 +65,24 @@ T0=$(date +%s)
 SUMMARY=$OUT/summary.md
 STAGES=$OUT/stages.tsv
 : > "$STAGES"
+
+# The device kit: a carried .kit.tar.xz is unpacked afresh (a warm machine may still hold an
+# older .kit/ from an earlier call); python3's tarfile where tar finds no xz program.
+USE_KIT=0
+if [ "$KIT" != 0 ] && { [ "$KIT" = 1 ] || [ $SMALL = 0 ]; }; then
+  if [ -f .kit.tar.xz ]; then
+    rm -rf .kit
+    if ! tar xJf .kit.tar.xz 2> /dev/null; then
+      rm -rf .kit
+      python3 -c 'import sys, tarfile
+kw = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+tarfile.open(sys.argv[1]).extractall(".", **kw)' .kit.tar.xz ||
+        { echo "gpu_session.sh: error: cannot unpack .kit.tar.xz (tar xJf and python3 tarfile failed)" >&2; exit 2; }
+    fi
+  fi
+  [ -d .kit/bin ] && USE_KIT=1
+  [ "$KIT" = 1 ] && [ $USE_KIT = 0 ] && { echo "gpu_session.sh: error: KIT=1 but there is no .kit/ or .kit.tar.xz (make it with tools/device_kit.sh)" >&2; exit 2; }
+fi
 
 if [ $SMALL = 1 ]; then
   MAKEFLAGS_MCM=(CUDA=0)
@@ -78,6 +113,12 @@ else
   SIZE_SETS=()
   TEACHER=$WORK/bundle/unet.h5
   SHARD_ARGS=(--rows 32)
+fi
+# The kit's programs keep the make build's layout: BIN/tools/NAME, BIN/mcm_tests_gpu.
+TRAIN=./train
+if [ $USE_KIT = 1 ]; then
+  BIN=.kit/bin
+  TRAIN=.kit/bin/train
 fi
 # Every path under WORK (the paths in configs/bench_step.ini, set again so that --small and
 # another WORK use the same lines).
@@ -123,6 +164,7 @@ stage() {
   echo "date: $(date -u +%FT%TZ)"
   echo "mode: $([ $SMALL = 1 ] && echo 'small (CPU, tiny sizes)' || echo 'full size (GPU)')"
   echo "commit: $(git log -1 --format='%h %s' 2>/dev/null)"
+  [ $USE_KIT = 1 ] && echo "programs: device kit, $(head -n 1 .kit/MANIFEST 2>/dev/null)"
   echo "uncommitted: $(git status --short 2>/dev/null | wc -l) paths"
   echo "cores: $(nproc)"
   if command -v nvidia-smi > /dev/null; then
@@ -138,7 +180,39 @@ cat "$OUT/env.txt"
 # ------------------------------------------------------------------ build
 # Priorities when time runs short: build, train_bf16 (150 s), test_gpu (120 s), train_fp32 (what is
 # left): each stage leaves room for the ones above it that are still to come.
-stage build 240 160 make -j"$JOBS" "${MAKEFLAGS_MCM[@]}" all $([ $SMALL = 0 ] && echo $BIN/mcm_tests_gpu)
+# kit_install: the kit's env.sh in this shell (LD_LIBRARY_PATH for every stage after it), its
+# main programs at the top as make would leave them (not with --small: the CPU ./train here
+# stays). The stage fails when env.sh reports a library not found, but the session goes on as
+# long as ./train starts (a tool's missing library should not cost the training runs).
+kit_install() {
+  local s=$(date +%s) rc=0 run_rc=0 b kc hc
+  echo "== kit (at $(elapsed)s): source .kit/env.sh"
+  # shellcheck disable=SC1091
+  . .kit/env.sh > "$OUT/kit.log" 2>&1 || rc=$?
+  # The tests and configs come from this checkout: say so when the kit was built from another.
+  kc=$(sed -n 's/^mcm device kit: commit \([0-9a-f]*\).*/\1/p' .kit/MANIFEST 2>/dev/null)
+  hc=$(git rev-parse --short HEAD 2>/dev/null)
+  if [ -n "$kc" ] && [ -n "$hc" ] && [ "$kc" != "$hc" ]; then
+    echo "kit: WARNING: built from commit $kc, this checkout is $hc" >> "$OUT/kit.log"
+  fi
+  if [ $SMALL = 0 ]; then
+    for b in train infer prepare; do
+      [ -f .kit/bin/$b ] && { cp -f .kit/bin/$b ./$b || run_rc=1; }
+    done
+  fi
+  # The loader's word on the main program, before any stage depends on it.
+  "$TRAIN" --help > /dev/null 2>> "$OUT/kit.log" || { run_rc=$?; echo "kit: $TRAIN --help: exit $run_rc" >> "$OUT/kit.log"; }
+  [ $rc = 0 ] && rc=$run_rc
+  printf 'kit\t%s\t%s\t0\n' "$rc" "$(( $(date +%s) - s ))" >> "$STAGES"
+  echo "   rc $rc; last lines:"
+  tail -n 3 "$OUT/kit.log" | cut -c1-300 | sed 's/^/   | /'
+  return $run_rc
+}
+if [ $USE_KIT = 1 ]; then
+  kit_install
+else
+  stage build 240 160 make -j"$JOBS" "${MAKEFLAGS_MCM[@]}" all $([ $SMALL = 0 ] && echo $BIN/mcm_tests_gpu)
+fi
 BUILD_RC=$?
 
 # ------------------------------------------------------------------ data (background)
@@ -161,7 +235,10 @@ if [ $BUILD_RC = 0 ]; then
 fi
 
 # ------------------------------------------------------------------ test-gpu
-if [ $BUILD_RC = 0 ]; then
+if [ $BUILD_RC = 0 ] && [ $USE_KIT = 1 ]; then
+  # What `make test-gpu` runs, without make (OMP_WAIT_POLICY as the Makefile exports it).
+  stage test_gpu 120 160 env OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}" "$BIN/mcm_tests_gpu"
+elif [ $BUILD_RC = 0 ]; then
   stage test_gpu 120 160 make "${MAKEFLAGS_MCM[@]}" test-gpu
 else
   printf 'test_gpu\tskip\t0\t0\n' >> "$STAGES"
@@ -189,7 +266,7 @@ train_run() {
   fi
   local timer=()
   [ -x /usr/bin/time ] && timer=(/usr/bin/time -f 'max_rss_kb %M' -o "$OUT/$name.rss")
-  stage "$name" "$want" "$reserve" "${timer[@]}" ./train configs/bench_step.ini --fresh "${SIZE_SETS[@]}" \
+  stage "$name" "$want" "$reserve" "${timer[@]}" "$TRAIN" configs/bench_step.ini --fresh "${SIZE_SETS[@]}" \
     "${PATH_SETS[@]}" --set "run.out_dir=$WORK/$name/run" --set "checkpoint.dir=$WORK/$name/ckpt" \
     --set "train.precision=$prec" --set "train.steps=$steps" --set "train.batch_size=$batch" \
     --set "adversarial.virtual_bs=$batch"
@@ -223,7 +300,15 @@ fi
 
 # ------------------------------------------------------------------ bench
 # Only a real target: today's Makefile has a placeholder that says the bench does not exist.
-if make -n "${MAKEFLAGS_MCM[@]}" bench > "$OUT/bench_dry.log" 2>&1 && ! grep -q "does not exist" "$OUT/bench_dry.log"; then
+# With the kit, no make at all (parsing the Makefile runs its dependency check, i.e. apt-get).
+if [ $USE_KIT = 1 ]; then
+  if [ -x "$BIN/tools/bench" ]; then
+    stage bench 120 0 "$BIN/tools/bench"
+  else
+    printf 'bench\tskip\t0\t0\n' >> "$STAGES"
+    echo "== bench: skipped (the kit has no tools/bench)"
+  fi
+elif make -n "${MAKEFLAGS_MCM[@]}" bench > "$OUT/bench_dry.log" 2>&1 && ! grep -q "does not exist" "$OUT/bench_dry.log"; then
   stage bench 120 0 make "${MAKEFLAGS_MCM[@]}" bench
 else
   printf 'bench\tskip\t0\t0\n' >> "$STAGES"
@@ -295,7 +380,13 @@ batch_of() { case $1 in *_half) echo $(( BATCH / 2 )) ;; *) echo $BATCH ;; esac;
     grep -E '^(# device|# train.precision|step |# done)|error' "$OUT/$r.log" 2>/dev/null | cut -c1-400 | tail -n 12
     echo '```'
   done
-  echo "## make test-gpu"
+  if [ -f "$OUT/kit.log" ]; then
+    echo "## kit"
+    echo '```'
+    cat "$OUT/kit.log"
+    echo '```'
+  fi
+  echo "## make test-gpu$([ $USE_KIT = 1 ] && echo ' (kit: .kit/bin/mcm_tests_gpu)')"
   echo '```'
   grep -E 'passed|FAIL|SKIPPED|error' "$OUT/test_gpu.log" 2>/dev/null | tail -n 40
   echo '```'
