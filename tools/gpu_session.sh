@@ -23,7 +23,7 @@
 #   tools/gpu_session.sh --small      the same flow at tiny sizes on the CPU (tiny random bundle,
 #                                     tiny shards), to check the script itself without a GPU
 #   KIT=1 tools/gpu_session.sh --small   the same with the kit's programs (checks the kit here)
-# Environment: OUT, BUDGET_S (whole-run seconds, default 500), JOBS (default 16), CUDA_ARCHS
+# Environment: PYTHON (the one with torch for the bench, default python3), OUT, BUDGET_S (whole-run seconds, default 500), JOBS (default 16), CUDA_ARCHS
 # (default 90: H100/H200 only, half the nvcc time of the Makefile's "80 90"), STEPS_BF16 (6),
 # STEPS_FP32 (4), KIT (auto: the kit when .kit/ or .kit.tar.xz is there, except with --small;
 # 1: the kit or an error; 0: make). Run from the repository root.
@@ -304,8 +304,9 @@ if [ $USE_KIT = 1 ]; then
   if [ -x "$BIN/tools/bench" ]; then
     # make bench's three steps without make; diffusers comes from carried wheels (.whl, see
     # bench/README.md) when the machine lacks it. Fewer iterations than make bench's 10.
-    if [ -d .whl ] && ! python3 -c 'import diffusers' 2> /dev/null; then
-      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    PY=${PYTHON:-python3}
+    if [ -d .whl ] && ! "$PY" -c 'import diffusers' 2> /dev/null; then
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         > "$OUT/bench_wheels.log" 2>&1 && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
     BDEV=$([ $SMALL = 1 ] && echo cpu || echo cuda)
@@ -313,9 +314,9 @@ if [ $USE_KIT = 1 ]; then
     stage bench 240 0 bash -c '
       rc=0
       "$1/tools/bench" --device "$2" --size "$3" --iters 5 --warmup 1 --out "$4/bench_mcm.json" || rc=1
-      python3 tools/bench_torch.py --device "$2" --size "$3" --iters 5 --warmup 1 --out "$4/bench_torch.json" || rc=1
-      python3 tools/bench_report.py "$4/bench_mcm.json" "$4/bench_torch.json" --out-dir "$4" || rc=1
-      exit $rc' _ "$BIN" "$BDEV" "$BSIZE" "$OUT"
+      "$5" tools/bench_torch.py --device "$2" --size "$3" --iters 5 --warmup 1 --out "$4/bench_torch.json" || rc=1
+      "$5" tools/bench_report.py "$4/bench_mcm.json" "$4/bench_torch.json" --out-dir "$4" || rc=1
+      exit $rc' _ "$BIN" "$BDEV" "$BSIZE" "$OUT" "$PY"
   else
     printf 'bench\tskip\t0\t0\n' >> "$STAGES"
     echo "== bench: skipped (the kit has no tools/bench)"
