@@ -111,8 +111,7 @@ static int mkdir_p(const char *path, const char *key, McmErr *err) {
   return 0;
 }
 
-/* The UNet sizes from [unet]; everything else is MusicLDM's. */
-static UNetConfig unet_config_from(const Config *cfg) {
+UNetConfig trainer_unet_config(const Config *cfg) {
   UNetConfig u = unet_config_musicldm();
   const int64_t mc = cfg->unet.model_channels;
   u.in_channels = u.out_channels = (int)cfg->unet.in_channels;
@@ -655,7 +654,7 @@ Trainer *trainer_create(Ctx *ctx, const Config *cfg, const TrainerOptions *o, Mc
   }
 
   /* Sizes and schedule. */
-  t->ucfg = unet_config_from(c);
+  t->ucfg = trainer_unet_config(c);
   if (unet_config_check(&t->ucfg, &e)) {
     mcm_err(err, "[unet]: %s", e.msg);
     goto fail;

@@ -67,6 +67,7 @@
 #pragma once
 #include "core/config.h"
 #include "kernels/context.h"
+#include "models/unet.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -112,6 +113,10 @@ int trainer_step(Trainer *t, StepStats *st, McmErr *err);
 int trainer_save(Trainer *t, McmErr *err);
 int64_t trainer_step_count(const Trainer *t); /* completed steps */
 void trainer_destroy(Trainer *t);
+
+/* The UNet ./train builds from [unet]: those sizes, everything else MusicLDM's (time
+ * embedding 4 x model_channels). Not checked: unet_config_check. */
+UNetConfig trainer_unet_config(const Config *cfg);
 
 /* "<dir>/ckpt_<step>.h5" of the newest complete checkpoint in dir (.tmp files are never
  * considered): 1 and the path, 0 when there is none. */

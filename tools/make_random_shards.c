@@ -20,6 +20,7 @@
 #include "core/tensorfile.h"
 #include "data/shard.h"
 #include "diffusion/bridge.h"
+#include "diffusion/trainer.h"
 #include "kernels/rng.h"
 #include "models/params.h"
 #include "models/unet.h"
@@ -144,30 +145,8 @@ static int write_bridge(const char *path, int f_in, int f_out, uint64_t seed, Mc
   return rc;
 }
 
-/* The UNet ./train builds from [unet] (diffusion/trainer.c unet_config_from): everything
- * else MusicLDM's, time embedding 4 x model_channels. */
-static UNetConfig unet_config_of(const Config *c) {
-  UNetConfig u = unet_config_musicldm();
-  const int64_t mc = c->unet.model_channels;
-  u.in_channels = u.out_channels = (int)c->unet.in_channels;
-  u.levels = c->unet.channel_mult.n;
-  for (int l = 0; l < UNET_MAX_LEVELS; l++) {
-    u.block_out_channels[l] = l < u.levels ? (int)(mc * c->unet.channel_mult.v[l]) : 0;
-    u.attention[l] = false;
-    u.num_heads[l] = 0;
-  }
-  for (int i = 0; i < c->unet.attention_levels.n; i++) u.attention[c->unet.attention_levels.v[i]] = true;
-  u.layers_per_block = (int)c->unet.num_res_blocks;
-  u.norm_groups = (int)c->unet.norm_groups;
-  u.num_head_channels = (int)c->unet.num_head_channels;
-  u.time_proj_dim = (int)mc;
-  u.time_embed_dim = (int)(4 * mc);
-  u.class_embed_in = (int)c->unet.context_dim;
-  return u;
-}
-
 static int write_teacher(const char *path, const Config *c, uint64_t seed, McmErr *err) {
-  UNetConfig u = unet_config_of(c);
+  UNetConfig u = trainer_unet_config(c); /* the UNet ./train builds */
   McmErr why = {{0}};
   if (unet_config_check(&u, &why)) return mcm_err(err, "[unet]: %s", why.msg);
   Ctx *ctx = ctx_create_cpu(seed + 5);
