@@ -96,6 +96,44 @@ int test_run_cmd(char *out, size_t size, const char *fmt, ...) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+static double monotonic_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+bool test_wait_signal_handler(int pid, int sig, double seconds) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  for (double t0 = monotonic_s(); monotonic_s() - t0 < seconds; usleep(10 * 1000)) {
+    FILE *f = fopen(path, "r");
+    if (!f) return false; /* gone */
+    unsigned long long caught = 0;
+    while (fgets(line, sizeof line, f))
+      if (sscanf(line, "SigCgt: %llx", &caught) == 1) break;
+    fclose(f);
+    if (caught >> (sig - 1) & 1) return true;
+  }
+  return false;
+}
+
+bool test_wait_file_contains(const char *path, const char *needle, double seconds) {
+  for (double t0 = monotonic_s(); monotonic_s() - t0 < seconds; usleep(20 * 1000)) {
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + n, 1, cap - 1 - n, f)) > 0;)
+      if ((n += got) == cap - 1) buf = realloc(buf, cap *= 2);
+    fclose(f);
+    bool found = false;
+    if (buf) buf[n] = 0, found = strstr(buf, needle) != NULL;
+    free(buf);
+    if (found) return true;
+  }
+  return false;
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
   return remove(path);

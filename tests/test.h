@@ -27,6 +27,12 @@ char *test_path(char *buf, size_t size, const char *name);
  * into stdout, which lands in out (NUL-terminated, cut at size). Returns the exit status, or
  * -1 if the command did not exit normally. */
 int test_run_cmd(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Waits up to `seconds` until process pid catches signal sig (Linux: SigCgt in /proc/pid/status), so
+ * that a test signals it after its handler is in place, not during start-up on a loaded machine.
+ * True when it does. */
+bool test_wait_signal_handler(int pid, int sig, double seconds);
+/* Waits up to `seconds` until the file at path exists and contains needle. True when it does. */
+bool test_wait_file_contains(const char *path, const char *needle, double seconds);
 
 #define TEST_REGISTER_(name, code, msg)                                              \
   static void name(void);                                                            \

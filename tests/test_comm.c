@@ -351,7 +351,9 @@ TEST(comm_launch_local_forwards_sigterm) {
     execl(bin, bin, "launch", "2", "9", "0", (char *)NULL);  /* rank 9 does not exist: both sleep */
     _exit(127);
   }
-  usleep(300 * 1000);
+  /* Not before the launcher's handler is in place: a loaded machine may take long to start it. */
+  ASSERT(test_wait_signal_handler(pid, SIGTERM, 60.0), "the launcher never installed its SIGTERM handler");
+  usleep(300 * 1000); /* and its children have started */
   double t0 = now_s();
   kill(pid, SIGTERM);
   int st;

@@ -240,7 +240,10 @@ TEST(train_resume_after_sigkill_is_bit_identical) {
 TEST(train_sigterm_writes_checkpoint) {
   const char *dir = setup();
   pid_t pid = spawn_train(dir, "term", "train.steps=100000", "train.loss=huber");
-  usleep(700 * 1000);
+  /* After its first step (a loaded machine may take seconds to start it): log_every is 1. */
+  char log[700];
+  snprintf(log, sizeof log, "%s/term/log.jsonl", dir);
+  EXPECT(test_wait_file_contains(log, "\"step\": 1,", 60.0), "no step logged within 60 s");
   kill(pid, SIGTERM);
   int st = wait_status(pid);
   EXPECT(st == 143, "exit status %d after SIGTERM", st);
