@@ -117,18 +117,33 @@ bool test_wait_signal_handler(int pid, int sig, double seconds) {
   return false;
 }
 
+char *test_read_file(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  for (size_t got; buf && (got = fread(buf + len, 1, cap - 1 - len, f)) > 0;)
+    if ((len += got) == cap - 1) buf = realloc(buf, cap *= 2);
+  fclose(f);
+  if (!buf) test_fail(__FILE__, __LINE__, "out of memory reading %s", path), test_abort();
+  buf[len] = 0;
+  if (n) *n = len;
+  return buf;
+}
+
+bool test_same_file(const char *a, const char *b) {
+  size_t na, nb;
+  char *x = test_read_file(a, &na), *y = test_read_file(b, &nb);
+  bool same = x && y && na == nb && !memcmp(x, y, na);
+  free(x), free(y);
+  return same;
+}
+
 bool test_wait_file_contains(const char *path, const char *needle, double seconds) {
   for (double t0 = monotonic_s(); monotonic_s() - t0 < seconds; usleep(20 * 1000)) {
-    FILE *f = fopen(path, "r");
-    if (!f) continue;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + n, 1, cap - 1 - n, f)) > 0;)
-      if ((n += got) == cap - 1) buf = realloc(buf, cap *= 2);
-    fclose(f);
-    bool found = false;
-    if (buf) buf[n] = 0, found = strstr(buf, needle) != NULL;
-    free(buf);
+    char *text = test_read_file(path, NULL);
+    bool found = text && strstr(text, needle);
+    free(text);
     if (found) return true;
   }
   return false;

@@ -27,6 +27,11 @@ char *test_path(char *buf, size_t size, const char *name);
  * into stdout, which lands in out (NUL-terminated, cut at size). Returns the exit status, or
  * -1 if the command did not exit normally. */
 int test_run_cmd(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The whole file, NUL-terminated (malloc; free it), its size in *n if n is not NULL; NULL when
+ * it cannot be opened. */
+char *test_read_file(const char *path, size_t *n);
+/* Both files exist and hold the same bytes. */
+bool test_same_file(const char *a, const char *b);
 /* Waits up to `seconds` until process pid catches signal sig (Linux: SigCgt in /proc/pid/status), so
  * that a test signals it after its handler is in place, not during start-up on a loaded machine.
  * True when it does. */

@@ -11,23 +11,10 @@
 #include "data/tokenizer.h"
 #include "tests/test.h"
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = 0;
-  fclose(f);
-  return s;
-}
-
 static char *out_file(const char *dir, const char *name) {
   char path[600];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  return slurp(path);
+  return test_read_file(path, NULL);
 }
 
 static Tokenizer *load_dir(const char *dir) {

@@ -150,27 +150,6 @@ TEST(demo_compose_choices_and_captions) {
 
 /* ------------------------------------------------------------------ build */
 
-static char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)len + 1);
-  *n = fread(b, 1, (size_t)len, f);
-  b[*n] = 0;
-  fclose(f);
-  return b;
-}
-
-static bool same_file(const char *a, const char *b) {
-  size_t na, nb;
-  char *x = slurp(a, &na), *y = slurp(b, &nb);
-  bool same = x && y && na == nb && !memcmp(x, y, na);
-  free(x), free(y);
-  return same;
-}
-
 static DemoOptions small(const char *dir, uint64_t seed) {
   DemoOptions o;
   demo_options_default(&o);
@@ -206,7 +185,7 @@ TEST(demo_build_three_clips) {
     free(x);
     snprintf(path, sizeof path, "%s/midi/clip_%05d.mid", dir, i);
     size_t n;
-    char *mid = slurp(path, &n);
+    char *mid = test_read_file(path, &n);
     EXPECT(mid && n > 14 && !memcmp(mid, "MThd", 4), "%s is not a MIDI file", path);
     free(mid);
     snprintf(path, sizeof path, "%s/audio/clip_%05d.wav.tmp", dir, i);
@@ -236,7 +215,7 @@ TEST(demo_build_three_clips) {
 
   snprintf(path, sizeof path, "%s/captions.lst", dir);
   size_t n;
-  char *lst = slurp(path, &n);
+  char *lst = test_read_file(path, &n);
   ASSERT(lst, "no captions.lst");
   char line[600];
   snprintf(line, sizeof line, "audio/clip_00001.wav|%s\n", caps[1] ? caps[1] : "");
@@ -268,8 +247,8 @@ TEST(demo_build_is_deterministic) {
     snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
     snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
     snprintf(pc, sizeof pc, "%s/%s", c, files[i]);
-    EXPECT(same_file(pa, pb), "%s differs between two runs with seed 42", files[i]);
-    differ += !same_file(pa, pc);
+    EXPECT(test_same_file(pa, pb), "%s differs between two runs with seed 42", files[i]);
+    differ += !test_same_file(pa, pc);
   }
   EXPECT(differ == 7, "only %d of 7 files differ between seeds 42 and 43", differ);
 }

@@ -327,25 +327,12 @@ TEST(evaluate_audiomae_through_the_bridge) {
 
 /* ------------------------------------------------------------------ the report command */
 
-static char *slurp_text(const char *path, long *n) {
-  FILE *f = fopen(path, "rb");
-  ASSERT(f, "open %s", path);
-  fseek(f, 0, SEEK_END);
-  *n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)*n + 1);
-  ASSERT(fread(b, 1, (size_t)*n, f) == (size_t)*n, "read %s", path);
-  b[*n] = 0;
-  fclose(f);
-  return b;
-}
-
 /* Width and height from a PNG's signature and IHDR chunk. */
 static void png_size(const char *path, uint32_t *w, uint32_t *h) {
-  long n;
-  uint8_t *b = (uint8_t *)slurp_text(path, &n);
+  size_t n;
+  uint8_t *b = (uint8_t *)test_read_file(path, &n);
   static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  ASSERT(n > 33 && !memcmp(b, sig, 8) && !memcmp(b + 12, "IHDR", 4), "%s is not a PNG", path);
+  ASSERT(b && n > 33 && !memcmp(b, sig, 8) && !memcmp(b + 12, "IHDR", 4), "%s is not a PNG", path);
   *w = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
   *h = (uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23];
   free(b);
@@ -590,8 +577,8 @@ TEST(evaluate_report_end_to_end_matches_the_library) {
 
   /* Markdown */
   snprintf(p, sizeof p, "%s/report.md", f.out);
-  long n;
-  char *md = slurp_text(p, &n);
+  char *md = test_read_file(p, NULL);
+  ASSERT(md, "no %s", p);
   EXPECT_STR_CONTAINS(md, "| set | n | FD log-mel | tempo acc1 | tempo acc2 | key acc | key MIREX | genre acc |");
   EXPECT_STR_CONTAINS(md, "| reference (ceiling) | 4 | – |");
   char row[200];
@@ -695,8 +682,8 @@ TEST(evaluate_report_bad_inputs_write_nothing) {
   EXPECT(report_cmd(&err, "--reference", f.ref, "--manifest", f.manifest, "--prompts", f.prompts, "--set", set_one,
                     "--out", f.out, NULL) == -1,
          "must fail");
-  long n;
-  char *old = slurp_text(p, &n);
+  char *old = test_read_file(p, NULL);
+  ASSERT(old, "no %s", p);
   EXPECT(!strcmp(old, "old\n") && count_entries(f.out) == 1, "the old report is untouched and alone");
   free(old);
 }
@@ -726,8 +713,8 @@ TEST(evaluate_report_audiomae_column) {
   EXPECT_REL(jnum(s, "fd_audiomae", NULL), fd, 1e-5); /* batches of 3 vs 2: the same features to fp32 round-off */
   EXPECT(json_object_get(root, "audiomae") != NULL, "the AudioMAE section");
   snprintf(p, sizeof p, "%s/report.md", f.out);
-  long n;
-  char *md = slurp_text(p, &n);
+  char *md = test_read_file(p, NULL);
+  ASSERT(md, "no %s", p);
   EXPECT_STR_CONTAINS(md, "| FD log-mel | FD AudioMAE |");
   free(md);
   json_decref(root);

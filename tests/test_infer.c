@@ -39,27 +39,6 @@ static SF_INFO info_of(const char *path) {
   return info;
 }
 
-static char *slurp(const char *path, long *n) {
-  FILE *f = fopen(path, "rb");
-  ASSERT(f, "open %s", path);
-  fseek(f, 0, SEEK_END);
-  *n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)*n + 1);
-  ASSERT(fread(b, 1, (size_t)*n, f) == (size_t)*n, "read %s", path);
-  fclose(f);
-  return b;
-}
-
-static bool same_file(const char *a, const char *b) {
-  long na, nb;
-  char *x = slurp(a, &na), *y = slurp(b, &nb);
-  bool same = na == nb && !memcmp(x, y, (size_t)na);
-  free(x);
-  free(y);
-  return same;
-}
-
 static int entries(const char *dir) {
   DIR *d = opendir(dir);
   if (!d) return -1;
@@ -84,9 +63,9 @@ TEST(infer_writes_the_exact_length_at_16k_and_follows_the_seed) {
          (long long)i.frames, i.samplerate, i.channels);
   EXPECT(i.format == (SF_FORMAT_WAV | SF_FORMAT_PCM_16), "16-bit PCM WAV (format 0x%x)", i.format);
   ASSERT(run(INFER "--prompt 'calm piano' --seconds 0.37 --seed 3 --out %s", b, TEST_PATH("b.wav")) == 0, "%s", out);
-  EXPECT(same_file(TEST_PATH("a.wav"), TEST_PATH("b.wav")), "the same seed gives the same file");
+  EXPECT(test_same_file(TEST_PATH("a.wav"), TEST_PATH("b.wav")), "the same seed gives the same file");
   ASSERT(run(INFER "--prompt 'calm piano' --seconds 0.37 --seed 4 --out %s", b, TEST_PATH("c.wav")) == 0, "%s", out);
-  EXPECT(!same_file(TEST_PATH("a.wav"), TEST_PATH("c.wav")), "another seed, another file");
+  EXPECT(!test_same_file(TEST_PATH("a.wav"), TEST_PATH("c.wav")), "another seed, another file");
   /* no seed: drawn and printed */
   ASSERT(run(INFER "--prompt 'calm piano' --seconds 0.2 --out %s", b, TEST_PATH("d.flac")) == 0, "%s", out);
   EXPECT_STR_CONTAINS(out, "infer: seed ");
@@ -113,7 +92,7 @@ TEST(infer_names_several_outputs_by_index_prompt_and_seed) {
   /* output 1 alone, from its seed */
   ASSERT(run(INFER "--prompt 'Calm Piano!' --seconds 0.2 --seed 11 --out %s", b, TEST_PATH("one.wav")) == 0, "%s",
          out);
-  EXPECT(same_file(p1, TEST_PATH("one.wav")), "--seed 11 remakes output 1 alone");
+  EXPECT(test_same_file(p1, TEST_PATH("one.wav")), "--seed 11 remakes output 1 alone");
 
   FILE *f = fopen(TEST_PATH("prompts.txt"), "w");
   fputs("lo-fi beat\n\n   \n  ambient pad  \r\n", f);
@@ -159,10 +138,10 @@ TEST(infer_long_form_follows_the_infer_section) {
   ASSERT(run(base, b, TEST_PATH("avg.wav"), "") == 0, "%s", out);
   ASSERT(run(base, b, TEST_PATH("tri.wav"), "--set infer.fuse=triangular --set infer.stride_frames=8") == 0, "%s", out);
   ASSERT(run(base, b, TEST_PATH("cfg.wav"), "--config configs/tiny.ini") == 0, "a training config: %s", out);
-  EXPECT(same_file(TEST_PATH("none.wav"), TEST_PATH("whole.wav")), "one whole window = no windows");
-  EXPECT(!same_file(TEST_PATH("none.wav"), TEST_PATH("avg.wav")), "the default windows differ from none");
-  EXPECT(!same_file(TEST_PATH("avg.wav"), TEST_PATH("tri.wav")), "triangular fusing differs from the average");
-  EXPECT(same_file(TEST_PATH("avg.wav"), TEST_PATH("cfg.wav")), "configs/tiny.ini keeps the default long form");
+  EXPECT(test_same_file(TEST_PATH("none.wav"), TEST_PATH("whole.wav")), "one whole window = no windows");
+  EXPECT(!test_same_file(TEST_PATH("none.wav"), TEST_PATH("avg.wav")), "the default windows differ from none");
+  EXPECT(!test_same_file(TEST_PATH("avg.wav"), TEST_PATH("tri.wav")), "triangular fusing differs from the average");
+  EXPECT(test_same_file(TEST_PATH("avg.wav"), TEST_PATH("cfg.wav")), "configs/tiny.ini keeps the default long form");
   EXPECT(info_of(TEST_PATH("tri.wav")).frames == 15360, "15360 samples");
 
   ASSERT(run(base, b, TEST_PATH("bad.wav"), "--set infer.window_frames=16 --set infer.stride_frames=17") == 2, "%s", out);
@@ -180,9 +159,9 @@ static uint32_t be32(const unsigned char *p) {
 TEST(infer_mel_png_is_a_valid_png_of_the_spectrogram) {
   ASSERT(run(INFER "--prompt x --seconds 0.37 --seed 1 --mel-png --out %s", bundle(), TEST_PATH("s.wav")) == 0, "%s",
          out);
-  long n;
-  unsigned char *b = (unsigned char *)slurp(TEST_PATH("s.png"), &n);
-  ASSERT(n > 33, "PNG size %ld", n);
+  size_t n;
+  unsigned char *b = (unsigned char *)test_read_file(TEST_PATH("s.png"), &n);
+  ASSERT(b && n > 33, "PNG size %zu", b ? n : 0);
   EXPECT(!memcmp(b, "\x89PNG\r\n\x1a\n", 8), "signature");
   EXPECT(!memcmp(b + 12, "IHDR", 4), "IHDR");
   EXPECT(be32(b + 16) == 37 && be32(b + 20) == 256, "37 frames x 16 bins of 16 rows: %ux%u", be32(b + 16),

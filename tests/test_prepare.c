@@ -70,19 +70,6 @@ static void write_text(const char *path, const char *text, size_t n) {
 }
 #define WRITE(path, literal) write_text((path), (literal), sizeof(literal) - 1)
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = MALLOC_CHECK((size_t)n + 1);
-  size_t got = fread(b, 1, (size_t)n, f);
-  b[got] = 0;
-  fclose(f);
-  return b;
-}
-
 static bool exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
@@ -194,7 +181,7 @@ TEST(prepare_25s_file_end_to_end) {
     for (int k = 0; k < 64; k += 9) EXPECT(mel[t * 64 + k] == logf(1e-5f), "frame %d bin %d = %g", t, k, mel[t * 64 + k]);
   free(mel);
   shard_close(sh);
-  char *summary = slurp(TEST_PATH("out04/prepare_summary.txt"));
+  char *summary = test_read_file(TEST_PATH("out04/prepare_summary.txt"), NULL);
   EXPECT_STR_CONTAINS(summary, "segments = 3");
   EXPECT_STR_CONTAINS(summary, "prepare.min_fraction = 0.4\n");
   free(summary);
@@ -264,7 +251,7 @@ TEST(prepare_bad_inputs_are_skipped_with_reasons) {
       {"short.wav", "too short", 2},      {"good.wav", "caption not UTF-8", 1}, {"good.wav", "empty caption", 1},
       {"good.wav", "missing caption", 1}, {"m.jsonl:15", "missing path", 1},
   };
-  char *report = slurp(TEST_PATH("out/report.tsv"));
+  char *report = test_read_file(TEST_PATH("out/report.tsv"), NULL);
   ASSERT(report, "no report.tsv");
   EXPECT(!strncmp(report, "path\treason\tdetail\n", 19), "header");
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -370,7 +357,7 @@ TEST(prepare_output_is_identical_for_any_thread_count) {
     }
     free(a);
   }
-  char *r1 = slurp(TEST_PATH("t1/report.tsv")), *r3 = slurp(TEST_PATH("t3/report.tsv"));
+  char *r1 = test_read_file(TEST_PATH("t1/report.tsv"), NULL), *r3 = test_read_file(TEST_PATH("t3/report.tsv"), NULL);
   EXPECT(r1 && r3 && !strcmp(r1, r3), "same report");
   free(r1);
   free(r3);
@@ -471,7 +458,7 @@ TEST(prepare_cli_exit_statuses_and_overwrite) {
   snprintf(cmd, sizeof cmd, "./prepare --manifest %s --out %s --quiet", bad, TEST_PATH("o2"));
   EXPECT(run(cmd, out, sizeof out) == 1, "no segment -> 1: %s", out);
   EXPECT_STR_CONTAINS(out, "no segment was written: every entry was skipped");
-  char *report = slurp(TEST_PATH("o2/report.tsv"));
+  char *report = test_read_file(TEST_PATH("o2/report.tsv"), NULL);
   EXPECT(report && strstr(report, "missing.wav\tunreadable\t"), "report names the file");
   free(report);
   EXPECT(!exists(TEST_PATH("o2/shard_00000.h5")), "no empty shard");
@@ -502,7 +489,7 @@ TEST(prepare_cli_magnatagatune) {
   EXPECT(!strcmp(caption, "A classical piece with guitar, slow."), "'%s'", caption);
   free(caption);
   shard_close(sh);
-  char *report = slurp(TEST_PATH("o/report.tsv"));
+  char *report = test_read_file(TEST_PATH("o/report.tsv"), NULL);
   EXPECT(report && strstr(report, "\tno tags\t"), "untagged clip reported");
   free(report);
 }

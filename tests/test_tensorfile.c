@@ -68,18 +68,6 @@ static long file_size(const char *path) {
   return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-static unsigned char *slurp(const char *path, long *size) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  *size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *buf = malloc((size_t)*size + 1);
-  if (fread(buf, 1, (size_t)*size, f) != (size_t)*size) *size = -1;
-  fclose(f);
-  return buf;
-}
-
 /* Values where fp16 / bf16 rounding is interesting: zeros, fp16 subnormals and the
  * underflow boundary, fp16 max and overflow, infinities, NaN, ties. */
 static const float SPECIAL[] = {
@@ -558,12 +546,13 @@ TEST(tf_files_are_reproducible) {
     ASSERT(tf_commit(tf, &err) == 0, "%s", err.msg);
     if (!k) sleep(1);
   }
-  long na, nb;
-  unsigned char *a = slurp(TEST_PATH("a.h5"), &na), *b = slurp(TEST_PATH("b.h5"), &nb);
+  size_t na, nb;
+  unsigned char *a = (unsigned char *)test_read_file(TEST_PATH("a.h5"), &na);
+  unsigned char *b = (unsigned char *)test_read_file(TEST_PATH("b.h5"), &nb);
   ASSERT(a && b, "read back");
   long first = -1;
-  for (long i = 0; i < na && i < nb && first < 0; i++) if (a[i] != b[i]) first = i;
-  EXPECT(na == nb && first < 0, "files differ (%ld vs %ld bytes, first at %ld)", na, nb, first);
+  for (size_t i = 0; i < na && i < nb && first < 0; i++) if (a[i] != b[i]) first = (long)i;
+  EXPECT(na == nb && first < 0, "files differ (%zu vs %zu bytes, first at %ld)", na, nb, first);
   free(a);
   free(b);
 }
@@ -754,11 +743,11 @@ TEST(tf_error_corrupt_data_checksum) {
   ASSERT(tf_write(tf, "bystander", DT_F32, 1, (int64_t[]){64}, y, &err) == 0, "%s", err.msg);
   ASSERT(tf_commit(tf, &err) == 0, "%s", err.msg);
 
-  long size;
-  unsigned char *bytes = slurp(path, &size);
+  size_t size;
+  unsigned char *bytes = (unsigned char *)test_read_file(path, &size);
   ASSERT(bytes && size > 0, "read file");
   long at = -1;
-  for (long i = 0; i + 8 <= size; i++)
+  for (long i = 0; i + 8 <= (long)size; i++)
     if (!memcmp(bytes + i, &x[2000], 4) && !memcmp(bytes + i + 4, &x[2001], 4)) at = i;
   ASSERT(at >= 0, "did not find the tensor's bytes in the file");
   bytes[at + 1] ^= 0x10;
@@ -851,10 +840,8 @@ TEST(tf_h5_check_is_fatal_and_says_why) {
   int status;
   waitpid(pid, &status, 0);
   EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
-  long n;
-  char *text = (char *)slurp(log, &n);
+  char *text = test_read_file(log, NULL);
   ASSERT(text, "no stderr captured");
-  text[n > 0 ? n : 0] = 0;
   EXPECT_STR_CONTAINS(text, "test_tensorfile.c:");
   EXPECT_STR_CONTAINS(text, "H5Dclose(-1) failed: ");
   EXPECT_STR_CONTAINS(text, "not a dataset");

@@ -43,6 +43,7 @@
 #include "models/hifigan.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "models/weights.h"
 
 /* ================================================================ sizes */
 
@@ -85,15 +86,7 @@ static Sizes sizes_small(void) {
   v->layers_per_block = 1;
   v->norm_num_groups = 8;
 
-  HifiganConfig *h = &s.voc; /* rates 5, 4, 2, 2, 2 kept */
-  h->model_in_dim = 16;
-  h->upsample_initial_channel = 32;
-  const int kernels[] = {10, 8, 4, 4, 4};
-  memcpy(h->upsample_kernel_sizes, kernels, sizeof kernels);
-  h->n_kernels = 1;
-  h->resblock_kernel_sizes[0] = 3;
-  h->n_dilations[0] = 2;
-  h->resblock_dilation_sizes[0][0] = 1, h->resblock_dilation_sizes[0][1] = 3;
+  s.voc = random_bundle_tiny(NULL).vocoder; /* 16 mels, 32 channels, rates 5, 4, 2, 2, 2 */
 
   AudioMAEConfig *m = &s.mae;
   m->img_t = 64, m->img_f = 32, m->patch = 8, m->embed_dim = 64, m->depth = 4, m->num_heads = 4;
